@@ -1,0 +1,256 @@
+"""Job arguments, insert options and uniqueness options, validated at the boundary."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from ._errors import InvalidOptsError, KindConflictError
+from ._job import JobState
+
+__all__ = ["DEFAULT_UNIQUE_STATES", "InsertOpts", "JobArgs", "UniqueOpts", "kind_registry"]
+
+# River's limits: the database checks `char_length(kind) < 128` and the same for queues.
+MAX_NAME_LENGTH = 127
+MAX_TAG_LENGTH = 255
+MAX_SMALLINT = 32767
+_KIND_RE = re.compile(r"^[^\s\x00-\x1f\x7f]+$")
+# Queue names travel in NOTIFY payloads, metrics labels and URLs of the UI: keep them plain.
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+_TAG_RE = re.compile(r"^[^\x00-\x1f\x7f,]+$")
+
+kind_registry: dict[str, type[JobArgs]] = {}
+
+
+def validate_kind(kind: object) -> str:
+    if not isinstance(kind, str) or not kind:
+        raise KindConflictError(f"a job kind must be a non-empty string, got {kind!r}")
+    if len(kind) > MAX_NAME_LENGTH or not _KIND_RE.match(kind):
+        raise KindConflictError(
+            f"job kind {kind!r} is invalid: 1 to {MAX_NAME_LENGTH} characters, "
+            "no whitespace or control characters"
+        )
+    return kind
+
+
+def validate_queue(queue: object) -> str:
+    if not isinstance(queue, str):
+        raise InvalidOptsError(f"queue must be a string, got {type(queue).__name__}")
+    if not 0 < len(queue) <= MAX_NAME_LENGTH or not _QUEUE_RE.match(queue):
+        raise InvalidOptsError(
+            f"queue name {queue!r} is invalid: 1 to {MAX_NAME_LENGTH} characters from "
+            "letters, digits, '_', '-', '.', ':' (starting with a letter or digit)"
+        )
+    return queue
+
+
+class _JobArgsMeta(msgspec.StructMeta):
+    """Takes the ``kind=`` class keyword off before msgspec sees the class keywords."""
+
+    def __new__(
+        mcls,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict[str, Any],
+        kind: str | None = None,
+        **kwargs: Any,
+    ) -> _JobArgsMeta:
+        cls = super().__new__(mcls, name, bases, namespace, **kwargs)
+        if kind is not None:
+            validate_kind(kind)
+            existing = kind_registry.get(kind)
+            if existing is not None and existing.__qualname__ != cls.__qualname__:
+                raise KindConflictError(
+                    f"job kind {kind!r} is already used by "
+                    f"{existing.__module__}.{existing.__qualname__}; each kind names one class"
+                )
+            kind_registry[kind] = cls  # type: ignore[assignment]
+            cls.kind = kind  # type: ignore[attr-defined]
+        elif bases and any(isinstance(b, _JobArgsMeta) for b in bases):
+            if not getattr(cls, "kind", None):
+                raise KindConflictError(
+                    f"{name} needs a kind: `class {name}(JobArgs, kind=\"...\")`"
+                )
+        return cls
+
+
+class JobArgs(msgspec.Struct, metaclass=_JobArgsMeta):
+    """Base class of typed job arguments: a msgspec Struct with a stable wire name.
+
+    ``class SendEmail(JobArgs, kind="send_email"): user_id: int``
+
+    The kind is what the database stores and what River processes see; rename the
+    class freely, never the kind. Override :meth:`insert_opts` to give this kind
+    default insert options.
+    """
+
+    kind: ClassVar[str]
+
+    if TYPE_CHECKING:
+
+        def __init_subclass__(cls, *, kind: str | None = None, **kwargs: Any) -> None: ...
+
+    def insert_opts(self) -> InsertOpts | None:
+        """Default options for jobs of this kind; explicit ``opts`` on insert win."""
+        return None
+
+
+# River's default: every state but cancelled and discarded.
+DEFAULT_UNIQUE_STATES: tuple[JobState, ...] = (
+    JobState.AVAILABLE,
+    JobState.COMPLETED,
+    JobState.PENDING,
+    JobState.RETRYABLE,
+    JobState.RUNNING,
+    JobState.SCHEDULED,
+)
+_REQUIRED_UNIQUE_STATES = frozenset(
+    {JobState.AVAILABLE, JobState.PENDING, JobState.RUNNING, JobState.SCHEDULED}
+)
+# Bit values of River's `unique_states bit(8)` read as an integer.
+_STATE_BITS = {
+    JobState.AVAILABLE: 1,
+    JobState.CANCELLED: 2,
+    JobState.COMPLETED: 4,
+    JobState.DISCARDED: 8,
+    JobState.PENDING: 16,
+    JobState.RETRYABLE: 32,
+    JobState.RUNNING: 64,
+    JobState.SCHEDULED: 128,
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UniqueOpts:
+    """Make a job unique: a duplicate insert returns the existing job instead.
+
+    Uniqueness is always by kind, plus any of: the args (``by_args``), a time window
+    (``by_period``: jobs inserted in the same window collide), the queue
+    (``by_queue``). ``by_state`` lists the states in which an existing job blocks a
+    new one (default: all but cancelled and discarded; it must include available,
+    pending, running and scheduled). Enforced by a unique index, so it holds across
+    processes and concurrent inserts.
+    """
+
+    by_args: bool = False
+    by_period: timedelta | float | None = None
+    by_queue: bool = False
+    by_state: Sequence[JobState | str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.by_period is not None:
+            period = _to_timedelta(self.by_period, "UniqueOpts.by_period")
+            if period <= timedelta(0):
+                raise InvalidOptsError("UniqueOpts.by_period must be positive")
+            object.__setattr__(self, "by_period", period)
+        if self.by_state is not None:
+            try:
+                states = tuple(JobState(s) for s in self.by_state)
+            except ValueError as exc:
+                raise InvalidOptsError(f"UniqueOpts.by_state: {exc}") from None
+            missing = _REQUIRED_UNIQUE_STATES - set(states)
+            if missing:
+                raise InvalidOptsError(
+                    "UniqueOpts.by_state must include available, pending, running and "
+                    f"scheduled; missing {sorted(s.value for s in missing)}"
+                )
+            object.__setattr__(self, "by_state", states)
+
+    @property
+    def states_mask(self) -> int:
+        states = self.by_state if self.by_state is not None else DEFAULT_UNIQUE_STATES
+        mask = 0
+        for s in states:
+            mask |= _STATE_BITS[JobState(s)]
+        return mask
+
+    @property
+    def period(self) -> timedelta | None:
+        p = self.by_period
+        return p if isinstance(p, timedelta) or p is None else timedelta(seconds=p)
+
+
+def _to_timedelta(value: object, what: str) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOptsError(f"{what} must be a timedelta or a number of seconds, got {value!r}")
+    return timedelta(seconds=value)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InsertOpts:
+    """Per-insert options. Unset fields fall back to the args' ``insert_opts()``, then defaults.
+
+    - ``queue``: default ``"default"``.
+    - ``priority``: 1 (highest, the default) to 4.
+    - ``max_attempts``: default 25.
+    - ``scheduled_at`` (timezone-aware) or ``delay`` (timedelta or seconds): run later.
+    - ``tags``: short strings for filtering; ``metadata``: a JSON object stored with the job.
+    - ``unique``: see :class:`UniqueOpts`.
+    """
+
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    scheduled_at: datetime | None = None
+    delay: timedelta | float | None = None
+    tags: Sequence[str] | None = None
+    metadata: Mapping[str, Any] | None = None
+    unique: UniqueOpts | None = None
+
+    def __post_init__(self) -> None:
+        if self.queue is not None:
+            validate_queue(self.queue)
+        if self.priority is not None and (
+            isinstance(self.priority, bool)
+            or not isinstance(self.priority, int)
+            or not 1 <= self.priority <= 4
+        ):
+            raise InvalidOptsError(f"priority must be an int from 1 to 4, got {self.priority!r}")
+        if self.max_attempts is not None and (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or not 1 <= self.max_attempts <= MAX_SMALLINT
+        ):
+            raise InvalidOptsError(
+                f"max_attempts must be an int from 1 to {MAX_SMALLINT}, got {self.max_attempts!r}"
+            )
+        if self.scheduled_at is not None:
+            if not isinstance(self.scheduled_at, datetime):
+                raise InvalidOptsError(
+                    f"scheduled_at must be a datetime, got {type(self.scheduled_at).__name__}"
+                )
+            if self.scheduled_at.tzinfo is None or self.scheduled_at.utcoffset() is None:
+                raise InvalidOptsError(
+                    "scheduled_at must be timezone-aware, e.g. datetime.now(timezone.utc)"
+                )
+        if self.delay is not None:
+            if self.scheduled_at is not None:
+                raise InvalidOptsError("give either scheduled_at or delay, not both")
+            d = _to_timedelta(self.delay, "delay")
+            if d < timedelta(0):
+                raise InvalidOptsError("delay must not be negative")
+            object.__setattr__(self, "delay", d)
+        if self.tags is not None:
+            if isinstance(self.tags, str) or not isinstance(self.tags, Sequence):
+                raise InvalidOptsError("tags must be a list of strings")
+            for t in self.tags:
+                if not isinstance(t, str) or not 0 < len(t) <= MAX_TAG_LENGTH or not _TAG_RE.match(t):
+                    raise InvalidOptsError(
+                        f"tag {t!r} is invalid: 1 to {MAX_TAG_LENGTH} characters, "
+                        "no commas or control characters"
+                    )
+            object.__setattr__(self, "tags", tuple(self.tags))
+        if self.metadata is not None:
+            if not isinstance(self.metadata, Mapping) or not all(
+                isinstance(k, str) for k in self.metadata
+            ):
+                raise InvalidOptsError("metadata must be a mapping with string keys")
+        if self.unique is not None and not isinstance(self.unique, UniqueOpts):
+            raise InvalidOptsError("unique must be a UniqueOpts")

@@ -1,0 +1,136 @@
+"""The notifier: one connection that LISTENs and fans messages out to subscribers.
+
+It holds one connection of the pool for as long as it runs. When that connection
+is lost it tells its subscribers (producers fall back to polling), then reconnects
+with backoff and re-LISTENs; it tells them again once it is back, so they can
+fetch whatever arrived while it was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from ._backoff import reconnect_delays
+from ._driver import quote_ident
+
+__all__ = ["Notifier"]
+
+log = logging.getLogger("pyriver_async.notifier")
+
+Handler = Callable[[str, dict[str, Any]], None]
+
+_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+class Notifier:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        channels: list[str],
+        on_message: Handler,
+        on_connected: Callable[[bool], None],
+        *,
+        health_check_interval: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._channels = channels
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._health = health_check_interval
+        self._task: asyncio.Task[None] | None = None
+        self._conn: Any = None
+        self._lost = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pyriver-notifier")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    @property
+    def connection_pid(self) -> int | None:
+        """The backend pid of the LISTEN connection (for tests and diagnostics)."""
+        conn = self._conn
+        return conn.get_server_pid() if conn is not None and not conn.is_closed() else None
+
+    def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        try:
+            msg = _decoder.decode(payload)
+        except msgspec.DecodeError:
+            log.warning("ignoring a malformed notification on %s: %.200r", channel, payload)
+            return
+        try:
+            self._on_message(channel, msg)
+        except Exception:
+            log.exception("handling a notification on %s failed", channel)
+
+    def _terminated(self, _conn: Any) -> None:
+        self._lost.set()
+
+    async def _run(self) -> None:
+        delays = reconnect_delays(0.1, 5.0)
+        first = True
+        while True:
+            try:
+                await self._listen_until_lost()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if first:
+                    log.warning("notifier cannot listen (%s: %s); producers poll", type(exc).__name__, exc)
+                else:
+                    log.warning("notifier connection lost (%s: %s); producers poll until it "
+                                "is back", type(exc).__name__, exc)
+            self.connected.clear()
+            self._on_connected(False)
+            first = False
+            await asyncio.sleep(next(delays))
+            self.reconnects += 1
+
+    async def _listen_until_lost(self) -> None:
+        self._lost.clear()
+        async with self._pool.acquire() as conn:
+            self._conn = conn
+            raw = conn._con if hasattr(conn, "_con") else conn  # the pool proxy's connection
+            raw.add_termination_listener(self._terminated)
+            try:
+                for ch in self._channels:
+                    await conn.add_listener(ch, self._dispatch)
+                self.connected.set()
+                self._on_connected(True)
+                while True:
+                    try:
+                        await asyncio.wait_for(self._lost.wait(), self._health)
+                    except TimeoutError:
+                        # A half-open TCP connection would otherwise stay silent forever.
+                        await conn.fetchval("SELECT 1", timeout=self._health)
+                        continue
+                    raise ConnectionError("LISTEN connection terminated")
+            finally:
+                self._conn = None
+                try:
+                    raw.remove_termination_listener(self._terminated)
+                except Exception:
+                    pass
+                if not conn.is_closed():
+                    for ch in self._channels:
+                        try:
+                            await asyncio.wait_for(conn.remove_listener(ch, self._dispatch), 1)
+                        except Exception:
+                            conn.terminate()
+                            break
+
+

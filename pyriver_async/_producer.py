@@ -1,0 +1,212 @@
+"""The producer: one per queue. Claims batches of jobs sized to free slots and runs them.
+
+Wake-ups: an insert notification for the queue (debounced by ``fetch_cooldown``), a
+slot freed while the last claim came back full (a backlog), and ``poll_interval`` as
+the safety net when notifications are lost or the notifier is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from ._backoff import reconnect_delays
+from ._completer import RETRYABLE_ERRORS, Completer, Outcome
+from ._driver import Driver
+from ._executor import CancelReason, Executor
+
+if TYPE_CHECKING:
+    from ._client import QueueConfig
+
+__all__ = ["Producer"]
+
+log = logging.getLogger("pyriver_async.producer")
+
+
+class Producer:
+    def __init__(
+        self,
+        queue: str,
+        config: QueueConfig,
+        *,
+        pool: asyncpg.Pool,
+        driver: Driver,
+        executor: Executor,
+        completer: Completer,
+        client_id: str,
+        fetch_cooldown: float,
+        poll_interval: float,
+        max_completer_backlog: int,
+    ) -> None:
+        self.queue = queue
+        self.max_workers = config.max_workers
+        self._pool = pool
+        self._driver = driver
+        self._executor = executor
+        self._completer = completer
+        self._client_id = client_id
+        self._cooldown = fetch_cooldown
+        self._poll_interval = poll_interval
+        self._max_backlog = max_completer_backlog
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.job_names: dict[int, str] = {}
+        self.paused = False
+        self._wake = asyncio.Event()
+        self._notified = False
+        self._backlog = False
+        self._stopping = False
+        self._last_fetch = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._all_done = asyncio.Event()
+        self._all_done.set()
+        self.claimed = 0
+
+    # -- signals from other parts -------------------------------------------------
+
+    def notify(self) -> None:
+        """An insert (or the scheduler) made jobs available in this queue."""
+        self._notified = True
+        self._wake.set()
+
+    def set_paused(self, paused: bool) -> None:
+        if self.paused != paused:
+            log.info("queue %r %s", self.queue, "paused" if paused else "resumed")
+        self.paused = paused
+        if not paused:
+            self.notify()
+
+    def cancel_job(self, job_id: int) -> bool:
+        task = self.running.get(job_id)
+        if task is None:
+            return False
+        self._executor.cancel_reasons[job_id] = CancelReason.CANCEL
+        task.cancel()
+        return True
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"pyriver-producer-{self.queue}")
+
+    def stop_fetching(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def wait_fetch_loop(self) -> None:
+        if self._task is not None:
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def wait_jobs(self) -> None:
+        await self._all_done.wait()
+
+    def cancel_running(self) -> None:
+        for job_id, task in list(self.running.items()):
+            self._executor.cancel_reasons.setdefault(job_id, CancelReason.SHUTDOWN)
+            task.cancel()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delays = None
+        while not self._stopping:
+            try:
+                await self._wait_for_reason()
+                if self._stopping:
+                    break
+                await self._fetch()
+                delays = None
+            except RETRYABLE_ERRORS as exc:
+                delays = delays or reconnect_delays(0.05, 5.0)
+                delay = next(delays)
+                log.warning(
+                    "queue %r: claiming jobs failed (%s: %s); retrying in %.2fs",
+                    self.queue, type(exc).__name__, exc, delay,
+                )
+                await self._sleep_or_stop(delay)
+            except asyncpg.PostgresError as exc:
+                log.error("queue %r: claim query failed: %s", self.queue, exc)
+                await self._sleep_or_stop(self._poll_interval)
+
+    async def _sleep_or_stop(self, delay: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            pass
+
+    def _free(self) -> int:
+        return self.max_workers - len(self.running)
+
+    async def _wait_for_reason(self) -> None:
+        deadline = time.monotonic() + self._poll_interval
+        while not self._stopping:
+            free = self._free()
+            can = free > 0 and not self.paused and self._completer.backlog < self._max_backlog
+            if can and (self._backlog or self._notified):
+                if self._notified and not self._backlog:
+                    # Debounce bursts of notifications: at most one fetch per cooldown.
+                    wait = self._last_fetch + self._cooldown - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if can:
+                    return
+                deadline = time.monotonic() + self._poll_interval
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def _fetch(self) -> None:
+        limit = self._free()
+        if limit <= 0:
+            return
+        self._notified = False
+        self._last_fetch = time.monotonic()
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                self._driver.sql["job_claim"], self.queue, limit, self._client_id
+            )
+        self._backlog = len(rows) == limit
+        if not rows:
+            return
+        self.claimed += len(rows)
+        self._all_done.clear()
+        for rec in rows:
+            job_id = rec[0]
+            task = asyncio.create_task(self._work(rec), name=f"pyriver-job-{job_id}")
+            self.running[job_id] = task
+            self.job_names[job_id] = rec[2]
+
+    async def _work(self, rec: asyncpg.Record) -> None:
+        job_id = rec[0]
+        try:
+            outcome = await self._executor.execute(rec)
+        except BaseException:
+            # Only a BaseException (KeyboardInterrupt...) gets here; the job is left
+            # running in the database for the rescuer.
+            self._release(job_id)
+            raise
+        self._completer.add(outcome)
+        self._release(job_id)
+
+    def _release(self, job_id: int) -> None:
+        self.running.pop(job_id, None)
+        self.job_names.pop(job_id, None)
+        if not self.running:
+            self._all_done.set()
+        if self._backlog or self._notified:
+            self._wake.set()
+
+

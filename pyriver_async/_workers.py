@@ -1,0 +1,165 @@
+"""Workers: what runs a job of each kind, and with which settings."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar, overload
+
+import msgspec
+
+from ._args import JobArgs
+from ._errors import ConfigError
+from ._job import Job, JobContext
+
+__all__ = ["Worker", "Workers"]
+
+ArgsT = TypeVar("ArgsT", bound=JobArgs)
+
+WorkFn = Callable[[JobContext, Job[ArgsT]], Awaitable[None]]
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def to_timeout(value: timedelta | float | None, what: str) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        t = value
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be a timedelta, a number of seconds or None")
+    else:
+        t = timedelta(seconds=value)
+    if t <= timedelta(0):
+        raise ConfigError(f"{what} must be positive (use None for no timeout)")
+    return t
+
+
+class Worker(Generic[ArgsT]):
+    """Base class for a worker with overridable settings.
+
+    ``work`` does the job; ``timeout`` may return a per-job timeout (``UNSET``, the
+    default, means the client's; ``None`` means none); ``next_retry`` may return when
+    a failed job should run again (``None`` means the client's retry policy).
+    """
+
+    async def work(self, ctx: JobContext, job: Job[ArgsT]) -> None:
+        raise NotImplementedError
+
+    def timeout(self, job: Job[ArgsT]) -> timedelta | float | None:
+        return UNSET  # type: ignore[no-any-return]
+
+    def next_retry(self, job: Job[ArgsT]) -> datetime | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    args_type: type[JobArgs]
+    kind: str
+    work: Callable[[JobContext, Job[Any]], Awaitable[None]]
+    decoder: msgspec.json.Decoder[Any]
+    timeout: Callable[[Job[Any]], timedelta | float | None] | None
+    default_timeout: Any  # timedelta | None | UNSET
+    next_retry: Callable[[Job[Any]], datetime | None] | None
+    name: str
+
+
+class Workers:
+    """The registry of workers a client runs, by job kind."""
+
+    def __init__(self) -> None:
+        self._by_kind: dict[str, Registration] = {}
+
+    @overload
+    def register(
+        self,
+        args_type: type[ArgsT],
+        work: None = None,
+        *,
+        timeout: timedelta | float | None = ...,
+    ) -> Callable[[WorkFn[ArgsT]], WorkFn[ArgsT]]: ...
+
+    @overload
+    def register(
+        self,
+        args_type: type[ArgsT],
+        work: WorkFn[ArgsT] | Worker[ArgsT],
+        *,
+        timeout: timedelta | float | None = ...,
+    ) -> WorkFn[ArgsT] | Worker[ArgsT]: ...
+
+    def register(
+        self,
+        args_type: type[ArgsT],
+        work: WorkFn[ArgsT] | Worker[ArgsT] | None = None,
+        *,
+        timeout: timedelta | float | None = UNSET,
+    ) -> Any:
+        """Register the worker of ``args_type``'s kind; usable as a decorator.
+
+        ``timeout`` overrides the client's job timeout for this kind (``None``: no
+        timeout).
+        """
+        if not (isinstance(args_type, type) and issubclass(args_type, JobArgs)):
+            raise ConfigError(f"register() takes a JobArgs subclass, got {args_type!r}")
+        kind = getattr(args_type, "kind", None)
+        if not kind:
+            raise ConfigError(f"{args_type.__name__} has no kind")
+        default_timeout = UNSET if timeout is UNSET else to_timeout(timeout, "timeout")
+
+        def add(w: WorkFn[ArgsT] | Worker[ArgsT]) -> WorkFn[ArgsT] | Worker[ArgsT]:
+            if kind in self._by_kind:
+                raise ConfigError(f"a worker for kind {kind!r} is already registered")
+            if isinstance(w, Worker):
+                work_fn: Any = w.work
+                timeout_fn: Any = w.timeout if type(w).timeout is not Worker.timeout else None
+                retry_fn: Any = (
+                    w.next_retry if type(w).next_retry is not Worker.next_retry else None
+                )
+                name = type(w).__qualname__
+            elif callable(w):
+                work_fn, timeout_fn, retry_fn = w, None, None
+                name = getattr(w, "__qualname__", repr(w))
+            else:
+                raise ConfigError(f"worker must be an async function or a Worker, got {w!r}")
+            if not inspect.iscoroutinefunction(work_fn):
+                raise ConfigError(f"worker {name} must be an `async def` function")
+            self._by_kind[kind] = Registration(
+                args_type=args_type,
+                kind=kind,
+                work=work_fn,
+                decoder=msgspec.json.Decoder(args_type),
+                timeout=timeout_fn,
+                default_timeout=default_timeout,
+                next_retry=retry_fn,
+                name=name,
+            )
+            return w
+
+        if work is None:
+            return add
+        return add(work)
+
+    def get(self, kind: str) -> Registration | None:
+        return self._by_kind.get(kind)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._by_kind)
+
+    def __len__(self) -> int:
+        return len(self._by_kind)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._by_kind
