@@ -1,0 +1,3 @@
+-- main 001 (down): forget every recorded version by dropping the table itself.
+
+DROP TABLE river_migration;
