@@ -47,10 +47,14 @@ class QueueConfig:
             or not isinstance(self.max_workers, int)
             or not 1 <= self.max_workers <= 10_000
         ):
-            raise ConfigError(f"max_workers must be an int from 1 to 10000, got {self.max_workers!r}")
+            raise ConfigError(
+                f"max_workers must be an int from 1 to 10000, got {self.max_workers!r}"
+            )
 
 
-def _seconds(value: timedelta | float | None, what: str, *, allow_none: bool = False) -> float | None:
+def _seconds(
+    value: timedelta | float | None, what: str, *, allow_none: bool = False
+) -> float | None:
     if value is None:
         if allow_none:
             return None
@@ -152,7 +156,9 @@ class Client:
                 raise ConfigError(f"queue {name!r}: expected a QueueConfig, got {cfg!r}")
             self.queues[name] = cfg
         if self.queues and not len(self.workers):
-            raise ConfigError("a client that works queues needs workers=Workers() with registrations")
+            raise ConfigError(
+                "a client that works queues needs workers=Workers() with registrations"
+            )
         self.schema = schema
         try:
             self._driver = Driver(schema)
@@ -370,8 +376,11 @@ class Client:
         if not self.queues and not self._maintenance_enabled:
             return
         self._completer = Completer(
-            pool, self._driver, flush_interval=self._flush_interval,
-            max_batch=self._batch_size, on_flushed=self._on_flushed,
+            pool,
+            self._driver,
+            flush_interval=self._flush_interval,
+            max_batch=self._batch_size,
+            on_flushed=self._on_flushed,
         )
         self._completer.start()
         self._executor = Executor(
@@ -379,23 +388,34 @@ class Client:
         )
         async with pool.acquire() as conn:
             paused = {
-                r[0] for r in await conn.fetch(
-                    self._driver.sql["queue_paused_many"], list(self.queues) + ["*"]
+                r[0]
+                for r in await conn.fetch(
+                    self._driver.sql["queue_paused_many"], [*self.queues, "*"]
                 )
             }
         for name, cfg in self.queues.items():
             p = Producer(
-                name, cfg, pool=pool, driver=self._driver, executor=self._executor,
-                completer=self._completer, client_id=self.id,
-                fetch_cooldown=self.fetch_cooldown, poll_interval=self.fetch_poll_interval,
+                name,
+                cfg,
+                pool=pool,
+                driver=self._driver,
+                executor=self._executor,
+                completer=self._completer,
+                client_id=self.id,
+                fetch_cooldown=self.fetch_cooldown,
+                poll_interval=self.fetch_poll_interval,
                 max_completer_backlog=max(10 * self._batch_size, 2 * cfg.max_workers),
             )
             p.paused = name in paused
             self._producers[name] = p
-        channels = [self._driver.insert_channel, self._driver.control_channel,
-                    self._driver.leadership_channel]
-        self._notifier = Notifier(pool, channels, self._on_notification,
-                                  self._on_notifier_connected)
+        channels = [
+            self._driver.insert_channel,
+            self._driver.control_channel,
+            self._driver.leadership_channel,
+        ]
+        self._notifier = Notifier(
+            pool, channels, self._on_notification, self._on_notifier_connected
+        )
         self._notifier.start()
         for p in self._producers.values():
             p.start()
@@ -442,7 +462,8 @@ class Client:
             except TimeoutError:
                 log.warning(
                     "soft stop timed out after %.1fs with %d jobs running; cancelling them",
-                    time.monotonic() - t0, sum(len(p.running) for p in self._producers.values()),
+                    time.monotonic() - t0,
+                    sum(len(p.running) for p in self._producers.values()),
                 )
         if any(p.running for p in self._producers.values()):
             for p in self._producers.values():
@@ -455,14 +476,18 @@ class Client:
                         if task in pending:
                             log.error(
                                 "job %d (kind %r) ignores cancellation; it is abandoned "
-                                "still running and will be rescued", job_id, p.job_names.get(job_id),
+                                "still running and will be rescued",
+                                job_id,
+                                p.job_names.get(job_id),
                             )
         if self._completer is not None:
             try:
                 await asyncio.wait_for(self._completer.stop(), max(self.hard_stop_timeout, 5.0))
             except TimeoutError:
-                log.error("could not write %d job outcomes before shutdown; those jobs will "
-                          "be rescued", self._completer.backlog)
+                log.error(
+                    "could not write %d job outcomes before shutdown; those jobs will be rescued",
+                    self._completer.backlog,
+                )
                 self._completer.abort()
         if self._maintenance is not None:
             await self._maintenance.stop()
@@ -519,7 +544,9 @@ class Client:
                 ]
                 log.error(
                     "the event loop was blocked for %.1fs; a job may be doing blocking work. "
-                    "Running jobs: %s", lag, ", ".join(running[:20]) or "none",
+                    "Running jobs: %s",
+                    lag,
+                    ", ".join(running[:20]) or "none",
                 )
 
     # -- introspection (tests, UI) -----------------------------------------------------

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -139,14 +138,20 @@ class Completer:
                 delay = next(delays)
                 log.warning(
                     "writing %d job completions failed (%s: %s); retrying in %.2fs",
-                    len(batch), type(exc).__name__, exc, delay,
+                    len(batch),
+                    type(exc).__name__,
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
             except asyncpg.PostgresError as exc:
                 if len(batch) == 1:
                     log.error(
                         "job %d: its outcome %r cannot be written (%s); the rescuer will "
-                        "retry the job", batch[0].job_id, batch[0].state, exc,
+                        "retry the job",
+                        batch[0].job_id,
+                        batch[0].state,
+                        exc,
                     )
                     return
                 # Find the row the database refuses by halving; write the rest.
@@ -177,5 +182,3 @@ class Completer:
                     [o.give_back for o in other],
                     [o.snoozed for o in other],
                 )
-
-

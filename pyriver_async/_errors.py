@@ -81,7 +81,7 @@ def _as_timedelta(value: timedelta | float | int, what: str) -> timedelta:
     return timedelta(seconds=value)
 
 
-class JobSnooze(PyRiverError):  # noqa: N818 - a control-flow signal, named for what it does
+class JobSnooze(PyRiverError):
     """Raise from a worker to run the job again after ``delay`` without using up an attempt.
 
     A delay of five seconds or less makes the job ``available`` at once (as River does).
@@ -94,7 +94,7 @@ class JobSnooze(PyRiverError):  # noqa: N818 - a control-flow signal, named for 
         super().__init__(f"snoozed for {self.delay}")
 
 
-class JobCancel(PyRiverError):  # noqa: N818 - a control-flow signal, named for what it does
+class JobCancel(PyRiverError):
     """Raise from a worker to end the job as ``cancelled``; it is not retried."""
 
     def __init__(self, reason: str | BaseException = "") -> None:

@@ -72,13 +72,14 @@ class Executor:
         self.cancel_reasons: dict[int, str] = {}
 
     def _failure(
-        self, rec_or_job: Job[Any] | asyncpg.Record, started: datetime, message: str,
-        trace: str, reg: Registration | None,
+        self,
+        rec_or_job: Job[Any] | asyncpg.Record,
+        started: datetime,
+        message: str,
+        trace: str,
+        reg: Registration | None,
     ) -> Outcome:
-        if isinstance(rec_or_job, Job):
-            job = rec_or_job
-        else:
-            job = job_from_record(rec_or_job, None)
+        job = rec_or_job if isinstance(rec_or_job, Job) else job_from_record(rec_or_job, None)
         error = _encode(
             {
                 "at": started,
@@ -103,8 +104,9 @@ class Executor:
                 log.exception("the client's retry policy failed; using the default")
         if retry_at is None:
             retry_at = now + default_retry_delay(job)
-        return Outcome(job.id, job.attempt, "retryable", job.queue, scheduled_at=retry_at,
-                       error=error)
+        return Outcome(
+            job.id, job.attempt, "retryable", job.queue, scheduled_at=retry_at, error=error
+        )
 
     def _timeout_for(self, reg: Registration, job: Job[Any]) -> timedelta | None:
         if reg.timeout is not None:
@@ -127,18 +129,22 @@ class Executor:
         reg = self._workers.get(kind)
         if reg is None:
             return self._failure(
-                rec, started,
+                rec,
+                started,
                 f"no worker is registered for job kind {kind!r} in this client "
                 f"(registered: {', '.join(self._workers.kinds) or 'none'})",
-                "", None,
+                "",
+                None,
             )
         try:
             args = reg.decoder.decode(rec[1])
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return self._failure(
-                rec, started,
+                rec,
+                started,
                 f"args of job kind {kind!r} do not decode into {reg.args_type.__name__}: {exc}",
-                "", reg,
+                "",
+                reg,
             )
         try:
             job = job_from_record(rec, args)
@@ -157,38 +163,72 @@ class Executor:
                 await reg.work(ctx, job)
         except JobSnooze as snooze:
             if snooze.delay <= SNOOZE_AVAILABLE_AT_ONCE:
-                return Outcome(job_id, job.attempt, "available", job.queue,
-                               scheduled_at=datetime.now(UTC), give_back=1, snoozed=True)
-            return Outcome(job_id, job.attempt, "scheduled", job.queue,
-                           scheduled_at=datetime.now(UTC) + snooze.delay, give_back=1,
-                           snoozed=True)
+                return Outcome(
+                    job_id,
+                    job.attempt,
+                    "available",
+                    job.queue,
+                    scheduled_at=datetime.now(UTC),
+                    give_back=1,
+                    snoozed=True,
+                )
+            return Outcome(
+                job_id,
+                job.attempt,
+                "scheduled",
+                job.queue,
+                scheduled_at=datetime.now(UTC) + snooze.delay,
+                give_back=1,
+                snoozed=True,
+            )
         except JobCancel as cancel:
-            err = _encode({"at": started, "attempt": job.attempt,
-                           "error": _clean(f"JobCancel: {cancel.reason}", MAX_ERROR_CHARS),
-                           "trace": ""}).decode()
+            err = _encode(
+                {
+                    "at": started,
+                    "attempt": job.attempt,
+                    "error": _clean(f"JobCancel: {cancel.reason}", MAX_ERROR_CHARS),
+                    "trace": "",
+                }
+            ).decode()
             return Outcome(job_id, job.attempt, "cancelled", job.queue, error=err)
         except asyncio.CancelledError:
             reason = self.cancel_reasons.pop(job_id, CancelReason.SHUTDOWN)
             if reason == CancelReason.CANCEL:
-                err = _encode({"at": started, "attempt": job.attempt,
-                               "error": "job cancelled by request (client.cancel)",
-                               "trace": ""}).decode()
+                err = _encode(
+                    {
+                        "at": started,
+                        "attempt": job.attempt,
+                        "error": "job cancelled by request (client.cancel)",
+                        "trace": "",
+                    }
+                ).decode()
                 return Outcome(job_id, job.attempt, "cancelled", job.queue, error=err)
             # Interrupted only by this client's shutdown: not the job's fault. It goes
             # back to available with its attempt restored and no error (DESIGN §1).
-            return Outcome(job_id, job.attempt, "available", job.queue,
-                           scheduled_at=datetime.now(UTC), give_back=1)
+            return Outcome(
+                job_id,
+                job.attempt,
+                "available",
+                job.queue,
+                scheduled_at=datetime.now(UTC),
+                give_back=1,
+            )
         except TimeoutError as exc:
             if cm.expired():
                 return self._failure(
-                    job, started, f"job timed out after {timeout} (worker {reg.name})",
-                    "", reg,
+                    job,
+                    started,
+                    f"job timed out after {timeout} (worker {reg.name})",
+                    "",
+                    reg,
                 )
-            return self._failure(job, started, f"{type(exc).__name__}: {exc}",
-                                 traceback.format_exc(), reg)
+            return self._failure(
+                job, started, f"{type(exc).__name__}: {exc}", traceback.format_exc(), reg
+            )
         except Exception as exc:
-            return self._failure(job, started, f"{type(exc).__name__}: {exc}",
-                                 traceback.format_exc(), reg)
+            return self._failure(
+                job, started, f"{type(exc).__name__}: {exc}", traceback.format_exc(), reg
+            )
         finally:
             self.cancel_reasons.pop(job_id, None)
         return Outcome(job_id, job.attempt, "completed", job.queue)

@@ -17,7 +17,7 @@ __all__ = ["AttemptError", "Job", "JobContext", "JobState"]
 ArgsT = TypeVar("ArgsT")
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """The states of River's ``river_job_state`` enum."""
 
     AVAILABLE = "available"
@@ -28,9 +28,6 @@ class JobState(str, enum.Enum):
     RETRYABLE = "retryable"
     RUNNING = "running"
     SCHEDULED = "scheduled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 FINALIZED_STATES = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.DISCARDED})

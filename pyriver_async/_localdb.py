@@ -27,7 +27,7 @@ _embedded: Any = None
 async def _answers(url: str) -> bool:
     try:
         conn = await asyncpg.connect(url, timeout=2)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True
@@ -37,14 +37,14 @@ def _start_embedded() -> str:
     global _embedded
     if _embedded is None:
         try:
-            import pgserver
+            import pgserver  # type: ignore[import-untyped,unused-ignore]
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise RuntimeError(
                 "No PostgreSQL found: set DATABASE_URL, start a server on 127.0.0.1:5432, "
                 "or install the embedded server with `pip install 'pyriver-async[embedded]'`."
             ) from exc
         datadir = tempfile.mkdtemp(prefix="pyriver-pg-")
-        _embedded = pgserver.get_server(datadir, cleanup_mode="stop")
+        _embedded = pgserver.get_server(datadir, cleanup_mode="stop")  # type: ignore[attr-defined,unused-ignore]
 
         def _cleanup() -> None:
             try:

@@ -17,7 +17,6 @@ import asyncpg
 import msgspec
 
 from ._backoff import reconnect_delays
-from ._driver import quote_ident
 
 __all__ = ["Notifier"]
 
@@ -66,7 +65,9 @@ class Notifier:
         conn = self._conn
         return conn.get_server_pid() if conn is not None and not conn.is_closed() else None
 
-    def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+    def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
+        if not isinstance(payload, str):
+            return
         try:
             msg = _decoder.decode(payload)
         except msgspec.DecodeError:
@@ -90,10 +91,15 @@ class Notifier:
                 raise
             except Exception as exc:
                 if first:
-                    log.warning("notifier cannot listen (%s: %s); producers poll", type(exc).__name__, exc)
+                    log.warning(
+                        "notifier cannot listen (%s: %s); producers poll", type(exc).__name__, exc
+                    )
                 else:
-                    log.warning("notifier connection lost (%s: %s); producers poll until it "
-                                "is back", type(exc).__name__, exc)
+                    log.warning(
+                        "notifier connection lost (%s: %s); producers poll until it is back",
+                        type(exc).__name__,
+                        exc,
+                    )
             self.connected.clear()
             self._on_connected(False)
             first = False
@@ -132,5 +138,3 @@ class Notifier:
                         except Exception:
                             conn.terminate()
                             break
-
-

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from ._backoff import reconnect_delays
-from ._completer import RETRYABLE_ERRORS, Completer, Outcome
+from ._completer import RETRYABLE_ERRORS, Completer
 from ._driver import Driver
 from ._executor import CancelReason, Executor
 
@@ -127,7 +127,10 @@ class Producer:
                 delay = next(delays)
                 log.warning(
                     "queue %r: claiming jobs failed (%s: %s); retrying in %.2fs",
-                    self.queue, type(exc).__name__, exc, delay,
+                    self.queue,
+                    type(exc).__name__,
+                    exc,
+                    delay,
                 )
                 await self._sleep_or_stop(delay)
             except asyncpg.PostgresError as exc:
@@ -208,5 +211,3 @@ class Producer:
             self._all_done.set()
         if self._backlog or self._notified:
             self._wake.set()
-
-

@@ -89,7 +89,6 @@ class Driver:
         }
         pattern = re.compile("|".join(re.escape(k) for k in subst))
         self.sql: dict[str, str] = {
-            name: pattern.sub(lambda m: subst[m.group(0)], q)
-            for name, q in load_queries().items()
+            name: pattern.sub(lambda m: subst[m.group(0)], q) for name, q in load_queries().items()
         }
         self.job_sequence = f"{self.qschema}.river_job_id_seq"
