@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
@@ -19,10 +19,21 @@ __all__ = ["DEFAULT_UNIQUE_STATES", "InsertOpts", "JobArgs", "UniqueOpts", "kind
 MAX_NAME_LENGTH = 127
 MAX_TAG_LENGTH = 255
 MAX_SMALLINT = 32767
-_KIND_RE = re.compile(r"^[^\s\x00-\x1f\x7f]+$")
+# These are used with ``fullmatch``: ``$`` alone would accept a trailing newline.
+_KIND_RE = re.compile(r"[^\s\x00-\x1f\x7f]+")
 # Queue names travel in NOTIFY payloads, metrics labels and URLs of the UI: keep them plain.
-_QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
-_TAG_RE = re.compile(r"^[^\x00-\x1f\x7f,]+$")
+_QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
+_TAG_RE = re.compile(r"[^\x00-\x1f\x7f,]+")
+
+
+def _is_utf8(text: str) -> bool:
+    """False for strings holding lone surrogates, which no UTF-8 column can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 kind_registry: dict[str, type[JobArgs]] = {}
 
@@ -30,7 +41,7 @@ kind_registry: dict[str, type[JobArgs]] = {}
 def validate_kind(kind: object) -> str:
     if not isinstance(kind, str) or not kind:
         raise KindConflictError(f"a job kind must be a non-empty string, got {kind!r}")
-    if len(kind) > MAX_NAME_LENGTH or not _KIND_RE.match(kind):
+    if len(kind) > MAX_NAME_LENGTH or not _KIND_RE.fullmatch(kind) or not _is_utf8(kind):
         raise KindConflictError(
             f"job kind {kind!r} is invalid: 1 to {MAX_NAME_LENGTH} characters, "
             "no whitespace or control characters"
@@ -41,7 +52,7 @@ def validate_kind(kind: object) -> str:
 def validate_queue(queue: object) -> str:
     if not isinstance(queue, str):
         raise InvalidOptsError(f"queue must be a string, got {type(queue).__name__}")
-    if not 0 < len(queue) <= MAX_NAME_LENGTH or not _QUEUE_RE.match(queue):
+    if not 0 < len(queue) <= MAX_NAME_LENGTH or not _QUEUE_RE.fullmatch(queue):
         raise InvalidOptsError(
             f"queue name {queue!r} is invalid: 1 to {MAX_NAME_LENGTH} characters from "
             "letters, digits, '_', '-', '.', ':' (starting with a letter or digit)"
@@ -60,22 +71,33 @@ class _JobArgsMeta(msgspec.StructMeta):
         kind: str | None = None,
         **kwargs: Any,
     ) -> _JobArgsMeta:
-        cls = super().__new__(mcls, name, bases, namespace, **kwargs)
         if kind is not None:
             validate_kind(kind)
+        cls = super().__new__(mcls, name, bases, namespace, **kwargs)
+        if kind is not None:
             existing = kind_registry.get(kind)
-            if existing is not None and existing.__qualname__ != cls.__qualname__:
+            # The same class defined again (a module reloaded, a class made in a
+            # function called twice) takes the kind over; any other class may not.
+            if existing is not None and (existing.__module__, existing.__qualname__) != (
+                cls.__module__,
+                cls.__qualname__,
+            ):
                 raise KindConflictError(
                     f"job kind {kind!r} is already used by "
                     f"{existing.__module__}.{existing.__qualname__}; each kind names one class"
                 )
             kind_registry[kind] = cls  # type: ignore[assignment]
             cls.kind = kind  # type: ignore[attr-defined]
-        elif bases and any(isinstance(b, _JobArgsMeta) for b in bases):
-            if not getattr(cls, "kind", None):
-                raise KindConflictError(
-                    f"{name} needs a kind: `class {name}(JobArgs, kind=\"...\")`"
-                )
+        elif any(isinstance(b, _JobArgsMeta) for b in bases):
+            inherited = getattr(cls, "kind", None)
+            if not inherited:
+                raise KindConflictError(f'{name} needs a kind: `class {name}(JobArgs, kind="...")`')
+            # A kind names exactly one class: a subclass that kept its parent's kind
+            # would be decoded as the parent.
+            raise KindConflictError(
+                f"{name} inherits the kind {inherited!r} of its parent; give it its own: "
+                f'`class {name}(..., kind="...")`'
+            )
         return cls
 
 
@@ -85,8 +107,11 @@ class JobArgs(msgspec.Struct, metaclass=_JobArgsMeta):
     ``class SendEmail(JobArgs, kind="send_email"): user_id: int``
 
     The kind is what the database stores and what River processes see; rename the
-    class freely, never the kind. Override :meth:`insert_opts` to give this kind
-    default insert options.
+    class freely, never the kind. A kind names exactly one class: two classes with
+    one kind, a kind outside 1 to 127 characters (or with whitespace or control
+    characters), a subclass without a kind, or one that would inherit its parent's,
+    raise :class:`KindConflictError` when the class is defined. Override
+    :meth:`insert_opts` to give this kind default insert options.
     """
 
     kind: ClassVar[str]
@@ -143,12 +168,17 @@ class UniqueOpts:
     by_state: Sequence[JobState | str] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("by_args", "by_queue"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidOptsError(f"UniqueOpts.{name} must be True or False")
         if self.by_period is not None:
             period = _to_timedelta(self.by_period, "UniqueOpts.by_period")
             if period <= timedelta(0):
                 raise InvalidOptsError("UniqueOpts.by_period must be positive")
             object.__setattr__(self, "by_period", period)
         if self.by_state is not None:
+            if isinstance(self.by_state, str) or not isinstance(self.by_state, Sequence):
+                raise InvalidOptsError("UniqueOpts.by_state must be a list of job states")
             try:
                 states = tuple(JobState(s) for s in self.by_state)
             except ValueError as exc:
@@ -180,7 +210,10 @@ def _to_timedelta(value: object, what: str) -> timedelta:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidOptsError(f"{what} must be a timedelta or a number of seconds, got {value!r}")
-    return timedelta(seconds=value)
+    try:
+        return timedelta(seconds=value)
+    except (OverflowError, ValueError):  # inf, nan, or beyond timedelta's range
+        raise InvalidOptsError(f"{what} is out of range: {value!r}") from None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -230,6 +263,12 @@ class InsertOpts:
                 raise InvalidOptsError(
                     "scheduled_at must be timezone-aware, e.g. datetime.now(timezone.utc)"
                 )
+            try:
+                self.scheduled_at.astimezone(UTC)
+            except OverflowError:
+                raise InvalidOptsError(
+                    f"scheduled_at {self.scheduled_at!r} is out of range in UTC"
+                ) from None
         if self.delay is not None:
             if self.scheduled_at is not None:
                 raise InvalidOptsError("give either scheduled_at or delay, not both")
@@ -241,16 +280,22 @@ class InsertOpts:
             if isinstance(self.tags, str) or not isinstance(self.tags, Sequence):
                 raise InvalidOptsError("tags must be a list of strings")
             for t in self.tags:
-                if not isinstance(t, str) or not 0 < len(t) <= MAX_TAG_LENGTH or not _TAG_RE.match(t):
+                if (
+                    not isinstance(t, str)
+                    or not 0 < len(t) <= MAX_TAG_LENGTH
+                    or not _TAG_RE.fullmatch(t)
+                    or not _is_utf8(t)
+                ):
                     raise InvalidOptsError(
                         f"tag {t!r} is invalid: 1 to {MAX_TAG_LENGTH} characters, "
                         "no commas or control characters"
                     )
             object.__setattr__(self, "tags", tuple(self.tags))
-        if self.metadata is not None:
-            if not isinstance(self.metadata, Mapping) or not all(
-                isinstance(k, str) for k in self.metadata
-            ):
-                raise InvalidOptsError("metadata must be a mapping with string keys")
+        # Encoding at insert (see _codec) checks the metadata's values and nesting.
+        if self.metadata is not None and (
+            not isinstance(self.metadata, Mapping)
+            or not all(isinstance(k, str) for k in self.metadata)
+        ):
+            raise InvalidOptsError("metadata must be a mapping with string keys")
         if self.unique is not None and not isinstance(self.unique, UniqueOpts):
             raise InvalidOptsError("unique must be a UniqueOpts")

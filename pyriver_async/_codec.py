@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,20 @@ from ._errors import InvalidArgsError, InvalidOptsError
 from ._job import AttemptError, Job, JobState
 from ._unique import unique_key
 
-_encode = msgspec.json.encode
+# Dict keys (and sets) are written sorted, as Go's encoding/json writes maps: equal
+# args give equal bytes whatever the insertion order of their dicts, which makes the
+# by_args unique key independent of it. Struct fields keep their declared order.
+_encode = msgspec.json.Encoder(order="deterministic").encode
+
+# Args and metadata nested deeper than this are refused at insert. msgspec decodes
+# recursively and gives up near Python's recursion limit (1000 frames, less the depth
+# of the caller's stack), so a deeper document could be stored (PostgreSQL takes
+# ~10,000 levels) yet never be decoded by a worker. 512 leaves room for any caller.
+MAX_JSON_DEPTH = 512
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+# An escaped NUL (`\u0000`) that is not itself the tail of an escaped backslash.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _attempt_error_decoder = msgspec.json.Decoder(AttemptError)
 _metadata_decoder = msgspec.json.Decoder(dict[str, Any])
 _STATES = {s.value: s for s in JobState}
@@ -32,7 +47,7 @@ def decode_errors(raw: list[str] | None) -> list[AttemptError]:
     for e in raw:
         try:
             out.append(_attempt_error_decoder.decode(e))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             # A row another writer shaped differently: keep what can be read.
             out.append(AttemptError(at=datetime.now(UTC), attempt=0, error=str(e)))
     return out
@@ -43,7 +58,7 @@ def decode_metadata(raw: str | None) -> dict[str, Any]:
         return {}
     try:
         return _metadata_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # another writer's shape or nesting
         return {}
 
 
@@ -72,7 +87,11 @@ def job_from_record(rec: asyncpg.Record, args: Any) -> Job[Any]:
 
 
 def args_from_record(rec: asyncpg.Record) -> Any:
-    """The args of a row decoded into its registered JobArgs class, else a plain dict."""
+    """The args of a row decoded into its registered JobArgs class, else plain JSON values.
+
+    A row no decoder can read (another writer nested it deeper than msgspec recurses)
+    gives its JSON text: reading a job never fails on its args.
+    """
     from ._args import kind_registry
 
     cls = kind_registry.get(rec[2])
@@ -80,9 +99,12 @@ def args_from_record(rec: asyncpg.Record) -> Any:
     if cls is not None:
         try:
             return msgspec.json.decode(raw, type=cls)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             pass
-    return msgspec.json.decode(raw)
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return raw
 
 
 @dataclass(slots=True)
@@ -103,6 +125,10 @@ class InsertParams:
 
 
 def _merge(explicit: InsertOpts | None, from_args: InsertOpts | None) -> InsertOpts | None:
+    if from_args is not None and not isinstance(from_args, InsertOpts):
+        raise InvalidOptsError(
+            f"insert_opts() must return an InsertOpts or None, got {type(from_args).__name__}"
+        )
     if from_args is None:
         return explicit
     if explicit is None:
@@ -120,6 +146,56 @@ def _merge(explicit: InsertOpts | None, from_args: InsertOpts | None) -> InsertO
     return InsertOpts(**values)
 
 
+def _too_deep(raw: bytes) -> bool:
+    """True when arrays and objects nest more than MAX_JSON_DEPTH levels in ``raw``."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return False  # not enough brackets to be too deep: skip the scan
+    depth = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _has_non_finite(value: Any) -> bool:
+    """True when a float NaN or infinity hides in ``value`` (msgspec writes them as null)."""
+    try:
+        stack = [msgspec.to_builtins(value)]
+    except (TypeError, ValueError):  # pragma: no cover - it was just encoded
+        return False
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def _encode_json(value: Any) -> tuple[bytes | None, str]:
+    """Encode ``value`` for a jsonb column: (bytes, "") or (None, why it cannot be stored)."""
+    try:
+        raw = _encode(value)
+    except RecursionError:
+        return None, f"it is nested deeper than {MAX_JSON_DEPTH} levels"
+    except (TypeError, ValueError, OverflowError) as exc:
+        return None, f"it cannot be encoded as JSON: {exc}"
+    if b"\\u0000" in raw and _JSON_NUL.search(raw):
+        return None, "it contains a NUL character, which PostgreSQL's jsonb refuses"
+    if _too_deep(raw):
+        return None, f"it is nested deeper than {MAX_JSON_DEPTH} levels"
+    if b"null" in raw and _has_non_finite(value):
+        return None, "it contains a float NaN or infinity, which JSON cannot represent"
+    return raw, ""
+
+
 def build_insert_params(
     args: JobArgs, opts: InsertOpts | None, now: datetime | None = None
 ) -> InsertParams:
@@ -133,13 +209,11 @@ def build_insert_params(
         raise InvalidOptsError(f"opts must be an InsertOpts, got {type(opts).__name__}")
     o = _merge(opts, args.insert_opts())
     kind = type(args).kind
-    try:
-        encoded = _encode(args)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidArgsError(f"args of kind {kind!r} cannot be encoded as JSON: {exc}") from exc
-    if b"\\u0000" in encoded:
-        # PostgreSQL's jsonb cannot store a NUL character.
-        raise InvalidArgsError(f"args of kind {kind!r} contain a NUL character, which jsonb refuses")
+    encoded, why = _encode_json(args)
+    if encoded is None:
+        raise InvalidArgsError(f"args of kind {kind!r} cannot be stored: {why}")
+    if now is None:
+        now = datetime.now(UTC)
     queue = DEFAULT_QUEUE
     priority = DEFAULT_PRIORITY
     max_attempts = DEFAULT_MAX_ATTEMPTS
@@ -160,13 +234,16 @@ def build_insert_params(
         elif o.delay is not None:
             d = o.delay if isinstance(o.delay, timedelta) else timedelta(seconds=o.delay)
             if d > timedelta(0):
-                scheduled_at = (now or datetime.now(UTC)) + d
+                try:
+                    scheduled_at = now + d
+                except OverflowError:
+                    raise InvalidOptsError(f"delay {d} is too far in the future") from None
         if o.tags is not None:
             tags = list(o.tags)
         if o.metadata is not None:
             metadata = _encode_metadata(o.metadata, kind)
         if o.unique is not None:
-            ukey = unique_key(kind, queue, encoded, o.unique, now or datetime.now(UTC))
+            ukey = unique_key(kind, queue, encoded, o.unique, now)
             ustates = o.unique.states_mask
     validate_queue(queue)
     return InsertParams(
@@ -185,10 +262,7 @@ def build_insert_params(
 
 
 def _encode_metadata(metadata: Mapping[str, Any], kind: str) -> str:
-    try:
-        raw = _encode(dict(metadata))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidOptsError(f"metadata of a {kind!r} job cannot be encoded: {exc}") from exc
-    if b"\\u0000" in raw:
-        raise InvalidOptsError("metadata contains a NUL character, which jsonb refuses")
+    raw, why = _encode_json(dict(metadata))
+    if raw is None:
+        raise InvalidOptsError(f"metadata of a {kind!r} job cannot be stored: {why}")
     return raw.decode()

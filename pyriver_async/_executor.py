@@ -138,7 +138,7 @@ class Executor:
             )
         try:
             args = reg.decoder.decode(rec[1])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             return self._failure(
                 rec,
                 started,
@@ -163,12 +163,14 @@ class Executor:
                 await reg.work(ctx, job)
         except JobSnooze as snooze:
             if snooze.delay <= SNOOZE_AVAILABLE_AT_ONCE:
+                # River's rule: a short snooze skips the scheduler. The job is available
+                # now but not claimable before scheduled_at; the producer sets a timer.
                 return Outcome(
                     job_id,
                     job.attempt,
                     "available",
                     job.queue,
-                    scheduled_at=datetime.now(UTC),
+                    scheduled_at=datetime.now(UTC) + snooze.delay,
                     give_back=1,
                     snoozed=True,
                 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -202,6 +203,11 @@ class Producer:
             self._release(job_id)
             raise
         self._completer.add(outcome)
+        if outcome.state == "available" and outcome.scheduled_at is not None:
+            # A short snooze: look again when it becomes claimable.
+            delay = (outcome.scheduled_at - datetime.now(UTC)).total_seconds()
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay + 0.001, self.notify)
         self._release(job_id)
 
     def _release(self, job_id: int) -> None:

@@ -15,7 +15,13 @@ _encode = msgspec.json.encode
 
 
 def sorted_args_json(encoded_args: bytes) -> bytes:
-    """The args object with its top-level keys sorted, values exactly as encoded."""
+    """The args object with its top-level keys sorted, values exactly as encoded.
+
+    Args that are not a JSON object (a Struct with ``array_like=True``) are used as
+    encoded: their order is already fixed by the class.
+    """
+    if not encoded_args.startswith(b"{"):
+        return encoded_args
     obj = _raw_decoder.decode(encoded_args)
     parts = [_encode(k) + b":" + bytes(obj[k]) for k in sorted(obj)]
     return b"{" + b",".join(parts) + b"}"
@@ -28,7 +34,9 @@ def period_lower_bound(now: datetime, period: timedelta) -> datetime:
 
 
 def _rfc3339(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Go's ``time.RFC3339`` for a UTC time: whole seconds, four-digit year, ``Z``."""
+    t = t.astimezone(UTC)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z"
 
 
 def unique_key(

@@ -30,8 +30,11 @@ FROM inserted;
 
 -- name: job_insert_many
 -- Many rows in one statement from parallel arrays; one wake-up per queue.
-WITH input AS (
-    SELECT a.*, coalesce(a.sched, now()) AS at
+-- Ids are drawn up front, in input order ($11 is the id sequence), so that each new
+-- row is matched back to its input by `ord`; a unique duplicate comes back as the
+-- existing row (skipped, no `ord`) and is matched by its unique key.
+WITH input AS MATERIALIZED (
+    SELECT nextval($11::regclass) AS id, a.*, coalesce(a.sched, now()) AS at
     FROM unnest(
         $1::jsonb[], $2::text[], $3::smallint[], $4::jsonb[], $5::smallint[], $6::text[],
         $7::timestamptz[], $8::text[], $9::bytea[], $10::int[]
@@ -41,17 +44,18 @@ WITH input AS (
 ),
 inserted AS (
     INSERT INTO {schema}.river_job (
-        args, kind, max_attempts, metadata, priority, queue, scheduled_at, state,
+        id, args, kind, max_attempts, metadata, priority, queue, scheduled_at, state,
         tags, unique_key, unique_states
     )
-    SELECT args, kind, max_attempts, metadata, priority, queue, at,
+    SELECT id, args, kind, max_attempts, metadata, priority, queue, at,
         CASE WHEN at > now() THEN 'scheduled' ELSE 'available' END::{schema}.river_job_state,
         -- tags travel as one JSON array text per row: unnest cannot take a 2-D ragged array
         coalesce(ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), '{}')::varchar(255)[],
         unique_key, unique_states::bit(8)
     FROM input
-    -- ids follow the caller's order, so rows are matched back to their inputs by id
-    ORDER BY ord
+    -- Unique rows lock their index entries in key order, the same in every batch, so
+    -- concurrent batches sharing keys wait for each other instead of deadlocking.
+    ORDER BY unique_key NULLS FIRST, ord
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND unique_states IS NOT NULL
             AND {schema}.river_job_state_in_bitmask(unique_states, state)
@@ -62,17 +66,31 @@ notified AS (
     SELECT count(pg_notify({insert_channel}, json_build_object('queue', q.queue)::text)) AS n
     FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'available' AND NOT skipped) AS q
 )
-SELECT inserted.* FROM inserted, notified;
+SELECT i.*, input.ord
+FROM inserted AS i
+    LEFT JOIN input ON input.id = i.id AND NOT i.skipped
+    CROSS JOIN notified;
 
 -- name: job_notify_queues
+-- The wake-ups of the COPY path: one per queue given.
 SELECT count(pg_notify({insert_channel}, json_build_object('queue', q)::text))
 FROM unnest($1::text[]) AS q;
 
 -- name: job_next_ids
--- Ids and the database's clock for the COPY fast path, in one round trip.
-SELECT array_agg(nextval($2::regclass)) AS ids,
-    now() AS now
-FROM generate_series(1, $1::int);
+-- The COPY fast path's one statement before the COPY: ids (ascending, so the batch
+-- keeps its order in the claim query), the database's clock, and the wake-ups. $3
+-- are the batch's queues and $4 the earliest scheduled_at of each (NULL: now); a
+-- queue whose first job is due is notified. NOTIFY is delivered at commit, so it may
+-- precede the rows it announces inside the transaction.
+SELECT
+    (SELECT array_agg(s.id ORDER BY s.id)
+        FROM (SELECT nextval($2::regclass) AS id FROM generate_series(1, $1::int)) AS s
+    ) AS ids,
+    now() AS now,
+    (SELECT count(pg_notify({insert_channel}, json_build_object('queue', q.queue)::text))
+        FROM unnest($3::text[], $4::timestamptz[]) AS q(queue, first_at)
+        WHERE q.first_at IS NULL OR q.first_at <= now()
+    ) AS notified;
 
 -- name: job_claim
 -- The claim: lock up to $2 available jobs of one queue in priority order, skipping
@@ -119,7 +137,9 @@ RETURNING j.id;
 -- Every other outcome (retryable, discarded, cancelled, snoozed, returned on
 -- shutdown) in one statement. Per row: the new state, when it finalizes or runs
 -- next, an error to append, a metadata patch to merge, and how much to give back of
--- the attempt counter (1 for a snooze or a shutdown interruption).
+-- the attempt counter (1 for a snooze or a shutdown interruption). Jobs made
+-- available again (a short snooze, a shutdown) wake their queue's producers.
+WITH updated AS (
 UPDATE {schema}.river_job AS j
 SET state = (CASE
         -- Cancellation was asked while it ran (maybe while this process could not hear
@@ -149,7 +169,13 @@ FROM unnest(
     $6::jsonb[], $7::smallint[], $8::bool[]
 ) AS u(id, attempt, state, scheduled_at, error, metadata, give_back, snoozed)
 WHERE j.id = u.id AND j.state = 'running' AND j.attempt = u.attempt
-RETURNING j.id;
+RETURNING j.id, j.queue, j.state
+),
+notified AS (
+    SELECT count(pg_notify({insert_channel}, json_build_object('queue', q.queue)::text)) AS n
+    FROM (SELECT DISTINCT queue FROM updated WHERE state = 'available') AS q
+)
+SELECT updated.id FROM updated, notified;
 
 -- name: job_get
 SELECT {job_columns} FROM {schema}.river_job WHERE id = $1::bigint;

@@ -333,12 +333,13 @@ async def test_short_snooze_runs_again_at_once(
     client = make_client()
     async with client:
         sub = client.subscribe()
-        res = await client.insert(Snooze(seconds=0.1))
+        res = await client.insert(Snooze(seconds=0.3))
         first = await next_event(sub, res.job.id)
         assert first.state == "available"
-        # Nothing else wakes the producer (poll is 5 s): the snooze itself must.
-        await pool.execute("SELECT pg_notify('public.river_insert', '{\"queue\": \"default\"}')")
-        second = await next_event(sub, res.job.id)
+        r = await row(pool, res.job.id)
+        assert r["scheduled_at"] > datetime.now(UTC)  # not before its delay...
+        # ...and then promptly: nothing else wakes the producer (its poll is 5 s).
+        second = await next_event(sub, res.job.id, timeout=3)
     assert second.state == "completed"
     r = await row(pool, res.job.id)
     assert r["attempt"] == 1 and rec.calls[res.job.id] == 2
