@@ -240,9 +240,9 @@ class Client:
         Raises :class:`InvalidArgsError` / :class:`InvalidOptsError` before writing
         anything when the args or options are invalid.
         """
-        if conn is not None:
+        if conn is not None and not isinstance(conn, asyncpg.Pool):
             return await insert_one(conn, self._driver, args, opts)
-        pool = await self._get_pool()
+        pool = conn if conn is not None else await self._get_pool()
         async with pool.acquire() as c:
             return await insert_one(c, self._driver, args, opts)
 
@@ -257,9 +257,9 @@ class Client:
         ``items`` are ``JobArgs`` or ``(JobArgs, InsertOpts)`` pairs. Results come in
         the order of ``items``. Every item is validated before anything is written.
         """
-        if conn is not None:
+        if conn is not None and not isinstance(conn, asyncpg.Pool):
             return await insert_many(conn, self._driver, items)
-        pool = await self._get_pool()
+        pool = conn if conn is not None else await self._get_pool()
         async with pool.acquire() as c:
             return await insert_many(c, self._driver, items)
 
@@ -301,9 +301,9 @@ class Client:
         self._apply_pause(queue, False)
 
     async def _fetchrow(self, conn: Any, sql: str, *args: Any) -> Any:
-        if conn is not None:
+        if conn is not None and not isinstance(conn, asyncpg.Pool):
             return await conn.fetchrow(sql, *args)
-        pool = await self._get_pool()
+        pool = conn if conn is not None else await self._get_pool()
         async with pool.acquire() as c:
             return await c.fetchrow(sql, *args)
 

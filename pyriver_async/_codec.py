@@ -148,6 +148,8 @@ def _merge(explicit: InsertOpts | None, from_args: InsertOpts | None) -> InsertO
 
 def _too_deep(raw: bytes) -> bool:
     """True when arrays and objects nest more than MAX_JSON_DEPTH levels in ``raw``."""
+    if len(raw) <= 2 * MAX_JSON_DEPTH:
+        return False  # each level takes at least two bytes
     if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
         return False  # not enough brackets to be too deep: skip the scan
     depth = 0
@@ -196,6 +198,9 @@ def _encode_json(value: Any) -> tuple[bytes | None, str]:
     return raw, ""
 
 
+_valid_queues: set[str] = {DEFAULT_QUEUE}
+
+
 def build_insert_params(
     args: JobArgs, opts: InsertOpts | None, now: datetime | None = None
 ) -> InsertParams:
@@ -212,8 +217,6 @@ def build_insert_params(
     encoded, why = _encode_json(args)
     if encoded is None:
         raise InvalidArgsError(f"args of kind {kind!r} cannot be stored: {why}")
-    if now is None:
-        now = datetime.now(UTC)
     queue = DEFAULT_QUEUE
     priority = DEFAULT_PRIORITY
     max_attempts = DEFAULT_MAX_ATTEMPTS
@@ -234,6 +237,8 @@ def build_insert_params(
         elif o.delay is not None:
             d = o.delay if isinstance(o.delay, timedelta) else timedelta(seconds=o.delay)
             if d > timedelta(0):
+                if now is None:
+                    now = datetime.now(UTC)
                 try:
                     scheduled_at = now + d
                 except OverflowError:
@@ -243,9 +248,14 @@ def build_insert_params(
         if o.metadata is not None:
             metadata = _encode_metadata(o.metadata, kind)
         if o.unique is not None:
+            if now is None:
+                now = datetime.now(UTC)
             ukey = unique_key(kind, queue, encoded, o.unique, now)
             ustates = o.unique.states_mask
-    validate_queue(queue)
+    if queue not in _valid_queues:
+        validate_queue(queue)
+        if len(_valid_queues) < 1000:
+            _valid_queues.add(queue)
     return InsertParams(
         args=args,
         encoded_args=encoded.decode(),

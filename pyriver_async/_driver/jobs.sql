@@ -127,10 +127,15 @@ RETURNING {job_columns_j};
 -- The hot path of the completer: jobs that returned normally. The guard
 -- (still running, same attempt) makes a stale completion (the job was rescued and
 -- claimed again since) change nothing.
+-- Rows are found by primary key. `state::text` keeps the planner off the claim
+-- index: statistics taken while few jobs ran make `state = 'running'` look like one
+-- row, and that scan then wades through every dead `running` entry of a busy table
+-- (measured: the drain fell from ~24k to ~1.5k jobs/s beside 200k finished rows).
 UPDATE {schema}.river_job AS j
 SET state = 'completed', finalized_at = now()
 FROM unnest($1::bigint[], $2::smallint[]) AS u(id, attempt)
-WHERE j.id = u.id AND j.state = 'running' AND j.attempt = u.attempt
+WHERE j.id = u.id
+    AND j.state::text = 'running' AND j.attempt = u.attempt
 RETURNING j.id;
 
 -- name: job_set_outcome_many
@@ -168,7 +173,9 @@ FROM unnest(
     $1::bigint[], $2::smallint[], $3::text[], $4::timestamptz[], $5::jsonb[],
     $6::jsonb[], $7::smallint[], $8::bool[]
 ) AS u(id, attempt, state, scheduled_at, error, metadata, give_back, snoozed)
-WHERE j.id = u.id AND j.state = 'running' AND j.attempt = u.attempt
+-- Found by primary key, as in job_complete_many.
+WHERE j.id = u.id
+    AND j.state::text = 'running' AND j.attempt = u.attempt
 RETURNING j.id, j.queue, j.state
 ),
 notified AS (

@@ -1,0 +1,1 @@
+"""Benchmarks of pyriver_async against a bare-asyncpg ceiling and its peers (see README.md)."""
