@@ -26,6 +26,7 @@ from ._events import JobEvent, Subscription
 from ._executor import Executor
 from ._insert import InsertResult, insert_many, insert_one
 from ._job import Job
+from ._maintenance.periodic import PeriodicJob, PeriodicJobs
 from ._notifier import Notifier
 from ._producer import Producer
 from ._workers import Workers, to_timeout
@@ -132,7 +133,7 @@ class Client:
         completed_job_retention: timedelta | float = 86400.0,
         cancelled_job_retention: timedelta | float = 86400.0,
         discarded_job_retention: timedelta | float = 7 * 86400.0,
-        periodic_jobs: Sequence[Any] = (),
+        periodic_jobs: Sequence[PeriodicJob] = (),
         leader_ttl: timedelta | float = 15.0,
         maintenance: bool = True,
         pool_max_size: int = 10,
@@ -184,7 +185,8 @@ class Client:
             "discarded": _seconds(discarded_job_retention, "discarded_job_retention"),
         }
         self.leader_ttl = _seconds(leader_ttl, "leader_ttl")
-        self._periodic_initial = list(periodic_jobs)
+        #: The periodic jobs the leader inserts; ``add`` / ``remove`` work at runtime.
+        self.periodic_jobs = PeriodicJobs(periodic_jobs)
         self._maintenance_enabled = maintenance
         self._check_schema = check_schema
 
@@ -423,7 +425,7 @@ class Client:
         if self._maintenance_enabled:
             from ._maintenance import Maintenance
 
-            self._maintenance = Maintenance(self, pool, self._driver, self._periodic_initial)
+            self._maintenance = Maintenance(self, pool, self._driver, self.periodic_jobs)
             await self._maintenance.start()
         self._monitor = asyncio.create_task(self._watch_loop(), name="pyriver-loop-monitor")
 

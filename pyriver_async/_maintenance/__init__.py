@@ -1,0 +1,11 @@
+"""Maintenance: liveness, leader election and the services the leader runs.
+
+One module per service (``heartbeat``, ``queues``, ``leader``, ``scheduler``,
+``rescuer``, ``cleaner``, ``periodic``), all with the start/stop shape of
+:class:`~.service.Service`, owned by :class:`Maintenance`.
+"""
+
+from .maintenance import Maintenance
+from .periodic import PeriodicJob, PeriodicJobHandle, PeriodicJobs
+
+__all__ = ["Maintenance", "PeriodicJob", "PeriodicJobHandle", "PeriodicJobs"]

@@ -1,0 +1,81 @@
+"""Client liveness: every running client keeps its ``pyriver_client`` row fresh.
+
+The rescuer reads these rows to tell a slow job of a live client (leave it alone)
+from a job whose client has died (take it back soon). A client that stops marks its
+row dead, so whatever it had to abandon is rescued on the rescuer's next pass.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+
+import asyncpg
+
+from .._driver import Driver
+from .service import Service
+
+__all__ = ["Heartbeat"]
+
+
+class Heartbeat(Service):
+    """Upserts this client's liveness row every ``interval`` seconds (first beat at once)."""
+
+    name = "heartbeat"
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        driver: Driver,
+        client_id: str,
+        queues: Sequence[str] = (),
+        *,
+        interval: float = 5.0,
+        dead_after: float | None = None,
+    ) -> None:
+        # Retries after a failed beat never wait longer than a beat: a client that
+        # stays silent too long is judged dead by the rescuer.
+        super().__init__(interval=interval, max_backoff=interval)
+        self.dead_after = dead_after
+        self._last_beat = time.monotonic()
+        self._warned = False
+        self._pool = pool
+        self._driver = driver
+        self.client_id = client_id
+        self.queues = sorted(set(queues))
+        self._hostname = socket.gethostname()[:255]
+        self._pid = os.getpid()
+
+    async def run_once(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute(
+                    self._driver.sql["maint_client_heartbeat"],
+                    self.client_id,
+                    self._hostname,
+                    self._pid,
+                    self.queues,
+                    timeout=max(self.interval, 5.0),
+                )
+        except Exception:
+            silent = time.monotonic() - self._last_beat
+            if self.dead_after is not None and silent > self.dead_after and not self._warned:
+                self._warned = True
+                self.log.error(
+                    "client %s has written no heartbeat for %.0fs (dead_client_after is "
+                    "%.0fs): the leader may judge it dead and rescue its running jobs, "
+                    "which would then run a second time",
+                    self.client_id,
+                    silent,
+                    self.dead_after,
+                )
+            raise
+        self._last_beat = time.monotonic()
+        self._warned = False
+
+    async def mark_dead(self) -> None:
+        """Tell the rescuer this client is gone (call after :meth:`stop`)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(self._driver.sql["maint_client_mark_dead"], self.client_id)

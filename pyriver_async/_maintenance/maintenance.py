@@ -1,0 +1,197 @@
+"""The owner of a client's maintenance services.
+
+Every started client runs the heartbeat (its liveness row), the queue keeper (its
+``river_queue`` rows) and the leader elector. The client that wins the election also
+runs the scheduler, the rescuer, the cleaner and the periodic enqueuer, until it
+stops leading. :meth:`Maintenance.stop` reads top to bottom as the shutdown order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+import asyncpg
+
+from .._driver import Driver
+from .._errors import ConfigError
+from .cleaner import Cleaner
+from .heartbeat import Heartbeat
+from .leader import LeaderElector
+from .periodic import CATCH_UP_WINDOW, PeriodicEnqueuer, PeriodicJob, PeriodicJobs
+from .queues import QueueKeeper
+from .rescuer import Rescuer
+from .scheduler import Scheduler
+from .service import Service
+
+__all__ = ["ClientSettings", "Maintenance"]
+
+log = logging.getLogger("pyriver_async.maintenance")
+
+
+class ClientSettings(Protocol):
+    """What maintenance reads from its client (durations in seconds; None: default)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def queues(self) -> Mapping[str, Any]: ...
+    @property
+    def rescue_stuck_jobs_after(self) -> float | None: ...
+    @property
+    def heartbeat_interval(self) -> float | None: ...
+    @property
+    def dead_client_after(self) -> float | None: ...
+    @property
+    def leader_ttl(self) -> float | None: ...
+    @property
+    def retention(self) -> Mapping[str, float | None]: ...
+
+
+def _positive(value: float | None, default: float, what: str) -> float:
+    v = default if value is None else float(value)
+    if not v > 0:
+        raise ConfigError(f"{what} must be positive, got {value!r}")
+    return v
+
+
+class Maintenance:
+    """Heartbeat, queue bookkeeping and leader election for one client, and the
+    leader-only services while it leads.
+
+    ``periodic_jobs`` is a :class:`PeriodicJobs` (kept as is, so changes made to it at
+    runtime are followed) or any iterable of :class:`PeriodicJob`. The keyword
+    arguments shorten the services' intervals (tests); the defaults suit production.
+    """
+
+    def __init__(
+        self,
+        client: ClientSettings,
+        pool: asyncpg.Pool,
+        driver: Driver,
+        periodic_jobs: PeriodicJobs | Iterable[PeriodicJob] = (),
+        *,
+        scheduler_interval: float = 1.0,
+        rescuer_interval: float | None = None,
+        cleaner_interval: float = 30.0,
+        queue_retention: float = 86400.0,
+        periodic_max_wait: float = 1.0,
+    ) -> None:
+        self.client_id = client.id
+        self.periodic_jobs = (
+            periodic_jobs
+            if isinstance(periodic_jobs, PeriodicJobs)
+            else PeriodicJobs(periodic_jobs)
+        )
+        heartbeat_interval = _positive(client.heartbeat_interval, 5.0, "heartbeat_interval")
+        dead_client_after = _positive(client.dead_client_after, 30.0, "dead_client_after")
+        rescue_after = _positive(client.rescue_stuck_jobs_after, 3600.0, "rescue_stuck_jobs_after")
+        ttl = _positive(client.leader_ttl, 15.0, "leader_ttl")
+        if dead_client_after < 2 * heartbeat_interval:
+            log.warning(
+                "dead_client_after (%.1fs) is less than two heartbeat intervals (%.1fs): "
+                "live clients may be judged dead between two beats",
+                dead_client_after,
+                heartbeat_interval,
+            )
+        retention = dict(client.retention)
+        queues = list(client.queues)
+
+        self.heartbeat = Heartbeat(
+            pool,
+            driver,
+            client.id,
+            queues,
+            interval=heartbeat_interval,
+            dead_after=dead_client_after,
+        )
+        self.queue_keeper = QueueKeeper(pool, driver, queues, interval=heartbeat_interval)
+        self.elector = LeaderElector(
+            pool,
+            driver,
+            client.id,
+            ttl=ttl,
+            on_elected=self._start_leader_services,
+            on_lost=self._stop_leader_services,
+        )
+        self.scheduler = Scheduler(pool, driver, interval=scheduler_interval)
+        self.rescuer = Rescuer(
+            pool,
+            driver,
+            dead_client_after=dead_client_after,
+            rescue_stuck_jobs_after=rescue_after,
+            interval=rescuer_interval,
+        )
+        self.cleaner = Cleaner(
+            pool,
+            driver,
+            retention=retention,
+            queue_retention=queue_retention,
+            interval=cleaner_interval,
+        )
+        # A run deleted by the cleaner must not be caught up again.
+        kept = [v for v in retention.values() if v]
+        self.periodic = PeriodicEnqueuer(
+            pool,
+            driver,
+            self.periodic_jobs,
+            max_wait=periodic_max_wait,
+            catch_up_window=min([CATCH_UP_WINDOW, *kept]),
+        )
+        for service in self.leader_services:
+            service.guard = self.elector.is_leader_now
+        self._started = False
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector.is_leader
+
+    @property
+    def leader_services(self) -> tuple[Service, ...]:
+        return (self.scheduler, self.rescuer, self.cleaner, self.periodic)
+
+    async def start(self) -> None:
+        """Start the services every client runs; returns at once."""
+        if self._started:
+            return
+        self._started = True
+        self.heartbeat.start()
+        if self.queue_keeper.queues:
+            self.queue_keeper.start()
+        self.elector.start()
+
+    async def stop(self) -> None:
+        """Stop everything; resign when leading; mark this client dead."""
+        if not self._started:
+            return
+        self._started = False
+        await asyncio.gather(self.heartbeat.stop(), self.queue_keeper.stop())
+        # Before resigning, so the next leader's first rescue pass already sees it.
+        try:
+            async with asyncio.timeout(5.0):
+                await self.heartbeat.mark_dead()
+        except Exception as exc:
+            log.warning(
+                "could not mark client %s stopped (%s: %s); jobs it abandoned are rescued "
+                "after dead_client_after",
+                self.client_id,
+                type(exc).__name__,
+                exc,
+            )
+        await self.elector.stop()
+        # The elector stops them on resigning; this covers a stop that interrupted it.
+        await self._stop_leader_services()
+
+    def on_leadership_message(self, msg: dict[str, Any]) -> None:
+        """A notification from the leadership channel (the client's notifier calls this)."""
+        self.elector.on_message(msg)
+
+    async def _start_leader_services(self) -> None:
+        for service in self.leader_services:
+            service.start()
+
+    async def _stop_leader_services(self) -> None:
+        # Cancelled together, at once: a client that no longer leads must not go on.
+        await asyncio.gather(*(s.stop() for s in self.leader_services))

@@ -1,0 +1,144 @@
+"""The start/stop shape every maintenance service shares.
+
+A service is one loop in one task that it owns: ``start()`` creates the task,
+``stop()`` cancels it and waits for it to end. Each pass is :meth:`Service.run_once`;
+a pass that fails (the database is away, a statement times out) is logged and tried
+again after a growing, jittered delay, so a service outlives any outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import ClassVar
+
+import asyncpg
+
+from .._backoff import reconnect_delays
+
+__all__ = ["Service", "cancel_and_wait", "rowcount", "wait_event"]
+
+# Failures of these kinds are the database being away or busy: one line, no traceback.
+_EXPECTED_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class Service:
+    """Runs :meth:`run_once` every ``interval`` seconds until stopped.
+
+    ``runs`` counts passes that succeeded and ``failures`` passes that raised; tests
+    and diagnostics read them. :meth:`wake` starts the next pass at once.
+    """
+
+    name: ClassVar[str] = "service"
+
+    def __init__(self, *, interval: float, max_backoff: float = 10.0) -> None:
+        if not interval > 0:
+            raise ValueError(f"{self.name}: interval must be positive, got {interval!r}")
+        self.interval = float(interval)
+        self.max_backoff = max(float(max_backoff), self.interval)
+        self.log = logging.getLogger(f"pyriver_async.maintenance.{self.name}")
+        self.runs = 0
+        self.failures = 0
+        # When set, a pass runs only while it returns True (leader-only services: the
+        # term may end while this task waits, before the elector gets to stop it).
+        self.guard: Callable[[], bool] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start the loop in a new task (no-op when already running)."""
+        if self.running:
+            return
+        self._wake.clear()
+        self._task = asyncio.create_task(self._loop(), name=f"pyriver-maintenance-{self.name}")
+
+    async def stop(self) -> None:
+        """Cancel the loop and wait until it has ended."""
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task, self.log)
+
+    def wake(self) -> None:
+        """Run the next pass now instead of at the end of the current wait."""
+        self._wake.set()
+
+    async def run_once(self) -> None:
+        """One pass of the service's work."""
+        raise NotImplementedError
+
+    def next_wait(self) -> float:
+        """Seconds to wait after a successful pass (the interval, unless overridden)."""
+        return self.interval
+
+    async def _loop(self) -> None:
+        self.log.debug("%s started", self.name)
+        delays: Iterator[float] | None = None
+        try:
+            while True:
+                self._wake.clear()
+                if self.guard is not None and not self.guard():
+                    await wait_event(self._wake, self.interval)
+                    continue
+                try:
+                    await self.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.failures += 1
+                    if delays is None:
+                        delays = reconnect_delays(min(self.interval, 1.0), self.max_backoff)
+                    wait = next(delays)
+                    self.log.warning(
+                        "%s failed (%s: %s); trying again in %.1fs",
+                        self.name,
+                        type(exc).__name__,
+                        exc,
+                        wait,
+                        exc_info=not isinstance(exc, _EXPECTED_ERRORS),
+                    )
+                else:
+                    delays = None
+                    self.runs += 1
+                    wait = self.next_wait()
+                if wait > 0:
+                    await wait_event(self._wake, wait)
+        finally:
+            self.log.debug("%s stopped", self.name)
+
+
+def rowcount(status: str) -> int:
+    """The row count of a command tag such as ``DELETE 3``."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set (True) or ``timeout`` seconds pass (False).
+
+    ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11, wait_for can
+    swallow a cancellation that arrives as the awaited event fires, and a loop that
+    lost its cancellation never stops.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def cancel_and_wait(task: asyncio.Task[None], log: logging.Logger) -> None:
+    """Cancel ``task`` and wait for its end, cancelling again should a cancellation
+    get lost on the way (the caller is a shutdown: it must not hang)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s ended with an error", task.get_name(), exc_info=task.exception())

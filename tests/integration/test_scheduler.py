@@ -1,0 +1,251 @@
+"""The scheduler: due scheduled/retryable jobs become available, with wake-ups, in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from pyriver_async._driver import Driver
+from pyriver_async._maintenance.scheduler import Scheduler
+
+# Unique states without `retryable` (River's default 245 minus 32): a retryable job
+# with such a mask leaves the unique index and must re-enter it to become available.
+MASK_WITHOUT_RETRYABLE = 245 - 32
+
+
+async def eventually(cond: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def add_job(
+    conn: asyncpg.Connection,
+    *,
+    state: str = "scheduled",
+    queue: str = "default",
+    due_in: float = -1.0,
+    unique_key: bytes | None = None,
+    unique_states: int | None = None,
+    priority: int = 1,
+) -> int:
+    """A job row written directly, scheduled ``due_in`` seconds from now."""
+    job_id: int = await conn.fetchval(
+        """
+        INSERT INTO river_job (state, queue, kind, args, max_attempts, priority, scheduled_at,
+            unique_key, unique_states, attempt)
+        VALUES ($1::river_job_state, $2, 'sched_test', '{}', 25, $3,
+            now() + make_interval(secs => $4::float8), $5, $6::int::bit(8),
+            CASE WHEN $1 = 'retryable' THEN 1 ELSE 0 END)
+        RETURNING id
+        """,
+        state,
+        queue,
+        priority,
+        due_in,
+        unique_key,
+        unique_states,
+    )
+    return job_id
+
+
+async def states(conn: asyncpg.Connection) -> dict[int, str]:
+    return {r["id"]: r["state"] for r in await conn.fetch("SELECT id, state FROM river_job")}
+
+
+class Listener:
+    """Collects the insert-channel notifications of a test."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def __call__(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        self.messages.append(str(payload))
+
+
+async def test_due_jobs_become_available_with_one_wakeup_per_queue(
+    pool: asyncpg.Pool, conn: asyncpg.Connection, db: str
+) -> None:
+    due_a = [await add_job(conn, queue="qa") for _ in range(3)]
+    due_b = await add_job(conn, state="retryable", queue="qb")
+    later = await add_job(conn, queue="qa", due_in=3600)
+    later_retry = await add_job(conn, state="retryable", queue="qb", due_in=3600)
+    listener = Listener()
+    listen = await asyncpg.connect(db)
+    await listen.add_listener("public.river_insert", listener)
+    try:
+        result = await Scheduler(pool, Driver()).schedule()
+        await eventually(lambda: _true(len(listener.messages) >= 2))
+        # One more round trip on the listening connection flushes any stragglers.
+        await listen.fetchval("SELECT 1")
+    finally:
+        await listen.close()
+
+    assert result.available == 4 and result.discarded == 0
+    s = await states(conn)
+    assert all(s[i] == "available" for i in [*due_a, due_b])
+    assert s[later] == "scheduled" and s[later_retry] == "retryable"
+    assert sorted(json.loads(m)["queue"] for m in listener.messages) == ["qa", "qb"]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_pass_loops_over_full_batches(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    ids = [await add_job(conn) for _ in range(23)]
+    one = await conn.fetchrow(Driver().sql["maint_schedule"], 5)
+    assert one is not None and one["total"] == 5  # one statement never goes past its batch
+    result = await Scheduler(pool, Driver(), batch_size=5).schedule()
+    assert result.available == 18
+    s = await states(conn)
+    assert {s[i] for i in ids} == {"available"}
+
+
+async def test_retryable_job_whose_unique_key_is_taken_is_discarded_and_others_proceed(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    key = b"k" * 32
+    holder = await add_job(
+        conn, state="available", due_in=-5, unique_key=key, unique_states=MASK_WITHOUT_RETRYABLE
+    )
+    loser = await add_job(
+        conn, state="retryable", unique_key=key, unique_states=MASK_WITHOUT_RETRYABLE
+    )
+    bystander = await add_job(conn)
+
+    result = await Scheduler(pool, Driver()).schedule()
+
+    assert result.discarded == 1
+    row = await conn.fetchrow(
+        "SELECT state, finalized_at, metadata ->> 'unique_key_conflict' AS why "
+        "FROM river_job WHERE id = $1",
+        loser,
+    )
+    assert row is not None
+    assert row["state"] == "discarded"
+    assert row["finalized_at"] is not None
+    assert row["why"] == "scheduler_discarded"
+    s = await states(conn)
+    assert s[holder] == "available" and s[bystander] == "available"
+    # And the next pass has nothing left to trip on.
+    again = await Scheduler(pool, Driver()).schedule()
+    assert again.available == 0 and again.discarded == 0
+
+
+async def test_of_several_jobs_returning_with_one_key_only_the_first_gets_in(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    key = b"r" * 32
+    first = await add_job(
+        conn, state="retryable", due_in=-10, unique_key=key, unique_states=MASK_WITHOUT_RETRYABLE
+    )
+    second = await add_job(
+        conn, state="retryable", due_in=-5, unique_key=key, unique_states=MASK_WITHOUT_RETRYABLE
+    )
+    result = await Scheduler(pool, Driver()).schedule()
+    s = await states(conn)
+    assert (s[first], s[second]) == ("available", "discarded")
+    assert result.available == 1 and result.discarded == 1
+
+
+async def test_scheduled_job_keeps_its_key_against_a_returning_retryable_one(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    key = b"s" * 32
+    # The retryable job sorts first, but the scheduled one already holds the key.
+    retry = await add_job(
+        conn, state="retryable", due_in=-10, unique_key=key, unique_states=MASK_WITHOUT_RETRYABLE
+    )
+    sched = await add_job(
+        conn, state="scheduled", due_in=-5, unique_key=key, unique_states=MASK_WITHOUT_RETRYABLE
+    )
+    await Scheduler(pool, Driver()).schedule()
+    s = await states(conn)
+    assert (s[sched], s[retry]) == ("available", "discarded")
+
+
+async def test_unique_jobs_with_retryable_in_their_states_are_promoted(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    job = await add_job(conn, state="retryable", unique_key=b"d" * 32, unique_states=245)
+    result = await Scheduler(pool, Driver()).schedule()
+    assert result.available == 1
+    assert (await states(conn))[job] == "available"
+
+
+async def test_running_service_promotes_jobs_as_they_fall_due(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    scheduler = Scheduler(pool, Driver(), interval=0.05)
+    scheduler.start()
+    try:
+        job = await add_job(conn, due_in=0.3)
+        await eventually(lambda: _state_is(conn, job, "available"))
+    finally:
+        await scheduler.stop()
+    assert not scheduler.running
+
+
+async def _state_is(conn: asyncpg.Connection, job_id: int, state: str) -> bool:
+    return bool(
+        await conn.fetchval("SELECT state = $2 FROM river_job WHERE id = $1", job_id, state)
+    )
+
+
+class FlakyScheduler(Scheduler):
+    """Fails its first passes the way a lost connection does."""
+
+    def __init__(self, *args: Any, fail: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.to_fail = fail
+
+    async def run_once(self) -> None:
+        if self.to_fail > 0:
+            self.to_fail -= 1
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+        await super().run_once()
+
+
+async def test_service_survives_database_errors(
+    pool: asyncpg.Pool, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = await add_job(conn)
+    scheduler = FlakyScheduler(pool, Driver(), interval=0.05, fail=3)
+    with caplog.at_level(logging.WARNING, logger="pyriver_async.maintenance.scheduler"):
+        scheduler.start()
+        try:
+            await eventually(lambda: _state_is(conn, job, "available"))
+        finally:
+            await scheduler.stop()
+    assert scheduler.failures == 3
+    assert any("trying again" in r.getMessage() for r in caplog.records)
+
+
+async def test_service_recovers_when_its_connections_are_terminated(
+    db: str, conn: asyncpg.Connection
+) -> None:
+    p = await asyncpg.create_pool(db + "?application_name=sched_kill", min_size=2, max_size=2)
+    assert p is not None
+    scheduler = Scheduler(p, Driver(), interval=0.05)
+    scheduler.start()
+    try:
+        await eventually(lambda: _true(scheduler.runs >= 2))
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'sched_kill'"
+        )
+        job = await add_job(conn)
+        await eventually(lambda: _state_is(conn, job, "available"))
+    finally:
+        await scheduler.stop()
+        await p.close()
