@@ -23,6 +23,7 @@ from ._errors import (
 from ._events import JobEvent, Subscription
 from ._insert import InsertResult
 from ._job import AttemptError, Job, JobContext, JobState
+from ._maintenance import PeriodicJob, PeriodicJobHandle, PeriodicJobs
 from ._migrate import migrate
 from ._workers import Worker, Workers
 
@@ -47,6 +48,9 @@ __all__ = [
     "JobState",
     "KindConflictError",
     "MigrationError",
+    "PeriodicJob",
+    "PeriodicJobHandle",
+    "PeriodicJobs",
     "PyRiverError",
     "QueueConfig",
     "SchemaNotMigratedError",

@@ -176,6 +176,15 @@ class Client:
         if completer_batch_size < 1:
             raise ConfigError("completer_batch_size must be at least 1")
         self._batch_size = completer_batch_size
+        for value, what in (
+            (rescue_stuck_jobs_after, "rescue_stuck_jobs_after"),
+            (heartbeat_interval, "heartbeat_interval"),
+            (dead_client_after, "dead_client_after"),
+            (leader_ttl, "leader_ttl"),
+            (fetch_poll_interval, "fetch_poll_interval"),
+        ):
+            if not _seconds(value, what):
+                raise ConfigError(f"{what} must be positive")
         self.rescue_stuck_jobs_after = _seconds(rescue_stuck_jobs_after, "rescue_stuck_jobs_after")
         self.heartbeat_interval = _seconds(heartbeat_interval, "heartbeat_interval")
         self.dead_client_after = _seconds(dead_client_after, "dead_client_after")

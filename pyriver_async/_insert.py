@@ -114,7 +114,13 @@ def _result(rec: asyncpg.Record, p: InsertParams) -> InsertResult:
 async def insert_one(
     conn: Any, driver: Driver, args: JobArgs, opts: InsertOpts | None
 ) -> InsertResult:
-    p = build_insert_params(args, opts)
+    return await insert_params(conn, driver, build_insert_params(args, opts))
+
+
+async def insert_params(
+    conn: Any, driver: Driver, p: InsertParams, *, timeout: float | None = None
+) -> InsertResult:
+    """Insert one job whose parameters are already validated and encoded."""
     try:
         rec = await conn.fetchrow(
             driver.sql["job_insert"],
@@ -128,6 +134,7 @@ async def insert_one(
             p.tags,
             p.unique_key,
             p.unique_states,
+            timeout=timeout,
         )
     except _MISSING_SCHEMA_ERRORS as exc:
         raise _missing_schema(exc, driver) from exc

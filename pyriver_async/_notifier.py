@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from ._aio import cancel_and_wait, wait_event
 from ._backoff import reconnect_delays
 
 __all__ = ["Notifier"]
@@ -53,17 +54,19 @@ class Notifier:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task, log)
+            self._task = None
 
     @property
     def connection_pid(self) -> int | None:
         """The backend pid of the LISTEN connection (for tests and diagnostics)."""
         conn = self._conn
-        return conn.get_server_pid() if conn is not None and not conn.is_closed() else None
+        if conn is None:
+            return None
+        try:
+            return None if conn.is_closed() else int(conn.get_server_pid())
+        except asyncpg.InterfaceError:  # released meanwhile
+            return None
 
     def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
         if not isinstance(payload, str):
@@ -83,58 +86,60 @@ class Notifier:
 
     async def _run(self) -> None:
         delays = reconnect_delays(0.1, 5.0)
-        first = True
         while True:
             try:
                 await self._listen_until_lost()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if first:
-                    log.warning(
-                        "notifier cannot listen (%s: %s); producers poll", type(exc).__name__, exc
-                    )
-                else:
-                    log.warning(
-                        "notifier connection lost (%s: %s); producers poll until it is back",
-                        type(exc).__name__,
-                        exc,
-                    )
+                log.warning(
+                    "notifier %s (%s: %s); producers poll until it is back",
+                    "connection lost" if self.connected.is_set() else "cannot listen",
+                    type(exc).__name__,
+                    exc,
+                )
+            if self.connected.is_set():
+                # It was up: a new outage starts the backoff from the beginning.
+                delays = reconnect_delays(0.1, 5.0)
             self.connected.clear()
             self._on_connected(False)
-            first = False
             await asyncio.sleep(next(delays))
             self.reconnects += 1
 
     async def _listen_until_lost(self) -> None:
         self._lost.clear()
         async with self._pool.acquire() as conn:
-            self._conn = conn
-            raw = conn._con if hasattr(conn, "_con") else conn  # the pool proxy's connection
+            raw: Any = getattr(conn, "_con", conn)  # the proxied connection: termination hook
             raw.add_termination_listener(self._terminated)
+            self._conn = conn
+            lost = False
             try:
                 for ch in self._channels:
                     await conn.add_listener(ch, self._dispatch)
                 self.connected.set()
                 self._on_connected(True)
                 while True:
+                    if await wait_event(self._lost, self._health):
+                        lost = True
+                        raise ConnectionError("LISTEN connection terminated")
+                    # A half-open TCP connection would otherwise stay silent forever.
                     try:
-                        await asyncio.wait_for(self._lost.wait(), self._health)
-                    except TimeoutError:
-                        # A half-open TCP connection would otherwise stay silent forever.
                         await conn.fetchval("SELECT 1", timeout=self._health)
-                        continue
-                    raise ConnectionError("LISTEN connection terminated")
+                    except BaseException:
+                        lost = True
+                        raise
             finally:
                 self._conn = None
-                try:
-                    raw.remove_termination_listener(self._terminated)
-                except Exception:
-                    pass
-                if not conn.is_closed():
-                    for ch in self._channels:
-                        try:
-                            await asyncio.wait_for(conn.remove_listener(ch, self._dispatch), 1)
-                        except Exception:
-                            conn.terminate()
-                            break
+                raw.remove_termination_listener(self._terminated)
+                if lost or raw.is_closed():
+                    # Nothing to UNLISTEN on a dead connection: close it so the pool
+                    # drops it instead of taking back a connection with listeners.
+                    raw.terminate()
+                else:
+                    try:
+                        async with asyncio.timeout(1):
+                            for ch in self._channels:
+                                await conn.remove_listener(ch, self._dispatch)
+                    except BaseException:
+                        raw.terminate()
+                        raise

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from ._aio import wait_event
 from ._backoff import reconnect_delays
 from ._completer import RETRYABLE_ERRORS, Completer
 from ._driver import Driver
@@ -140,10 +141,7 @@ class Producer:
 
     async def _sleep_or_stop(self, delay: float) -> None:
         self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), delay)
-        except TimeoutError:
-            pass
+        await wait_event(self._wake, delay)
 
     def _free(self) -> int:
         return self.max_workers - len(self.running)
@@ -167,10 +165,7 @@ class Producer:
                 deadline = time.monotonic() + self._poll_interval
                 continue
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, remaining)
 
     async def _fetch(self) -> None:
         limit = self._free()

@@ -64,6 +64,7 @@ from .._args import InsertOpts, JobArgs
 from .._codec import InsertParams, build_insert_params
 from .._driver import Driver
 from .._errors import ConfigError, InvalidArgsError, InvalidOptsError
+from .._insert import insert_params
 from .service import Service
 
 __all__ = [
@@ -484,26 +485,13 @@ class PeriodicEnqueuer(Service):
             return
         params = _as_run(params, job.id, run_at)
         t0 = time.monotonic()
-        rec = await conn.fetchrow(
-            self._driver.sql["job_insert"],
-            params.encoded_args,
-            params.kind,
-            params.max_attempts,
-            params.metadata,
-            params.priority,
-            params.queue,
-            params.scheduled_at,
-            params.tags,
-            params.unique_key,
-            params.unique_states,
-            timeout=30.0,
-        )
-        if rec is not None and not rec["skipped"]:
+        res = await insert_params(conn, self._driver, params, timeout=30.0)
+        if not res.unique_skipped_as_duplicate:
             self.inserted += 1
             self.log.info(
                 "periodic job %r: inserted job %d for the run of %s (%.0f ms)",
                 job.id,
-                rec["id"],
+                res.job.id,
                 _utc_text(run_at),
                 (time.monotonic() - t0) * 1000,
             )
