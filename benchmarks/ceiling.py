@@ -239,7 +239,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    async def _record(self, sql: str, *args: Any) -> Any:
+    async def _record(self, sql: str, *args: Any, timeout: float | None = None) -> Any:
         self.calls.append((sql, args))
         raise _Captured
 

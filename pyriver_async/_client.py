@@ -413,6 +413,11 @@ class Client:
         if self._started:
             return
         pool = await self._get_pool()
+        if self.queues and pool.get_max_size() < 2:
+            raise ConfigError(
+                "a client that works queues needs a pool of at least 2 connections: the "
+                "notifier holds one for LISTEN, claims and completions need another"
+            )
         if self._check_schema:
             from ._migrate import check_schema
 
@@ -586,16 +591,21 @@ class Client:
             await asyncio.sleep(interval)
             lag = time.monotonic() - t - interval
             if lag > threshold:
-                running = [
-                    f"{job_id} ({p.job_names.get(job_id)})"
+                # The culprit is running now, or finished right after the block ended.
+                suspects = {
+                    job_id: kind
                     for p in self._producers.values()
-                    for job_id in p.running
-                ]
+                    for end, job_id, kind in p.recent_done
+                    if end >= t
+                }
+                for p in self._producers.values():
+                    suspects.update(p.job_names)
+                names = [f"{job_id} ({kind})" for job_id, kind in suspects.items()]
                 log.error(
                     "the event loop was blocked for %.1fs; a job may be doing blocking work. "
-                    "Running jobs: %s",
+                    "Jobs running during the block: %s",
                     lag,
-                    ", ".join(running[:20]) or "none",
+                    ", ".join(names[:20]) or "none",
                 )
 
     # -- introspection (tests, UI) -----------------------------------------------------

@@ -28,6 +28,9 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A pooled connection handed out between its backend's termination notice and
+    # the EOF is parked in an error state that asyncpg reports this way.
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.ConnectionFailureError,
@@ -67,6 +70,7 @@ class Completer:
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._pending: list[Outcome] = []
+        self._inflight: list[Outcome] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -82,6 +86,10 @@ class Completer:
         self._pending.append(outcome)
         self._idle.clear()
         self._wakeup.set()
+
+    def unwritten_ids(self) -> list[int]:
+        """Ids of jobs whose outcome is not written yet (pending or being written)."""
+        return [o.job_id for o in self._inflight] + [o.job_id for o in self._pending]
 
     @property
     def backlog(self) -> int:
@@ -116,7 +124,11 @@ class Completer:
                 await asyncio.sleep(self._flush_interval)
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
-            await self._write_with_retry(batch)
+            self._inflight = batch
+            try:
+                await self._write_with_retry(batch)
+            finally:
+                self._inflight = []
             self.flushes += 1
             if self._on_flushed is not None:
                 try:
@@ -159,6 +171,17 @@ class Completer:
                 await self._write_with_retry(batch[:mid])
                 await self._write_with_retry(batch[mid:])
                 return
+            except Exception:
+                # Something nobody foresaw: never let it end the completer (every later
+                # outcome would be lost); log it and try again.
+                failures += 1
+                delay = next(delays)
+                log.exception(
+                    "writing %d job completions failed unexpectedly; retrying in %.2fs",
+                    len(batch),
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def _write(self, batch: list[Outcome]) -> None:
         done = [o for o in batch if o.state == "completed" and o.error is None]

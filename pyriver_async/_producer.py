@@ -8,10 +8,11 @@ the safety net when notifications are lost or the notifier is down.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -63,6 +64,11 @@ class Producer:
         self._stopping = False
         self._last_fetch = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._acquiring = False
+        self._orphans_possible = False
+        # (monotonic end time, job id, kind) of recently finished jobs, for the loop
+        # monitor: a job that blocked the loop has often returned by the time it looks.
+        self.recent_done: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=256)
         self._all_done = asyncio.Event()
         self._all_done.set()
         self.claimed = 0
@@ -97,6 +103,8 @@ class Producer:
     def stop_fetching(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self._acquiring and self._task is not None:
+            self._task.cancel()  # waiting for a pool connection the app may hold for ever
 
     async def wait_fetch_loop(self) -> None:
         if self._task is not None:
@@ -125,6 +133,9 @@ class Producer:
                 await self._fetch()
                 delays = None
             except RETRYABLE_ERRORS as exc:
+                # The claim may have committed with its reply lost: look for such rows
+                # once the database answers again.
+                self._orphans_possible = True
                 delays = delays or reconnect_delays(0.05, 5.0)
                 delay = next(delays)
                 log.warning(
@@ -138,6 +149,12 @@ class Producer:
             except asyncpg.PostgresError as exc:
                 log.error("queue %r: claim query failed: %s", self.queue, exc)
                 await self._sleep_or_stop(self._poll_interval)
+            except Exception:
+                # A driver state nobody foresaw must not silently end the queue's work.
+                self._orphans_possible = True
+                delays = delays or reconnect_delays(0.05, 5.0)
+                log.exception("queue %r: unexpected error while claiming jobs", self.queue)
+                await self._sleep_or_stop(next(delays))
 
     async def _sleep_or_stop(self, delay: float) -> None:
         self._wake.clear()
@@ -173,10 +190,21 @@ class Producer:
             return
         self._notified = False
         self._last_fetch = time.monotonic()
-        async with self._pool.acquire() as conn:
+        # Waiting for a connection is the one wait stop() may interrupt: no claim has
+        # been sent yet, so nothing is left half done.
+        self._acquiring = True
+        try:
+            conn = await self._pool.acquire()
+        finally:
+            self._acquiring = False
+        try:
+            if self._orphans_possible:
+                await self._release_orphans(conn)
             rows = await conn.fetch(
                 self._driver.sql["job_claim"], self.queue, limit, self._client_id
             )
+        finally:
+            await self._pool.release(conn)
         self._backlog = len(rows) == limit
         if not rows:
             return
@@ -187,6 +215,26 @@ class Producer:
             task = asyncio.create_task(self._work(rec), name=f"pyriver-job-{job_id}")
             self.running[job_id] = task
             self.job_names[job_id] = rec[2]
+
+    async def _release_orphans(self, conn: Any) -> None:
+        """Give back jobs a claim of ours took whose reply never reached us.
+
+        They are `running` under this client's id but neither run here nor waiting to
+        have their outcome written; without this they would wait for the rescuer's
+        backstop, since this client is alive and heart-beating.
+        """
+        mine = list(self.running) + self._completer.unwritten_ids()
+        released = await conn.fetchval(
+            self._driver.sql["job_release_orphans"], self.queue, self._client_id, mine
+        )
+        self._orphans_possible = False
+        if released:
+            log.warning(
+                "queue %r: %d claimed jobs never reached this client (a lost reply); "
+                "they are available again",
+                self.queue,
+                released,
+            )
 
     async def _work(self, rec: asyncpg.Record) -> None:
         job_id = rec[0]
@@ -207,7 +255,8 @@ class Producer:
 
     def _release(self, job_id: int) -> None:
         self.running.pop(job_id, None)
-        self.job_names.pop(job_id, None)
+        kind = self.job_names.pop(job_id, None)
+        self.recent_done.append((time.monotonic(), job_id, kind or "?"))
         if not self.running:
             self._all_done.set()
         if self._backlog or self._notified:

@@ -184,6 +184,21 @@ notified AS (
 )
 SELECT updated.id FROM updated, notified;
 
+-- name: job_release_orphans
+-- Jobs of queue $1 that this client ($2) claimed but does not hold (not running, no
+-- outcome waiting: $3): a claim whose reply was lost with its connection. They never
+-- ran here, so they go back as they were, attempt restored.
+WITH released AS (
+    UPDATE {schema}.river_job
+    SET state = 'available', attempt = greatest(attempt - 1, 0)
+    WHERE state = 'running'
+        AND queue = $1::text
+        AND attempted_by[array_upper(attempted_by, 1)] = $2::text
+        AND NOT (id = ANY($3::bigint[]))
+    RETURNING queue
+)
+SELECT count(*) FROM released;
+
 -- name: job_get
 SELECT {job_columns} FROM {schema}.river_job WHERE id = $1::bigint;
 

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from pyriver_async import Client, InsertOpts
+from tests._support import eventually
 
 from ._worker_proc import MpSleep, WorkerProcs, scratch_database
 
 pytestmark = pytest.mark.faults
 
 TTL = 2.0
-
-
-async def eventually(cond: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_killed_leader_is_replaced_within_the_ttl_and_maintenance_goes_on(

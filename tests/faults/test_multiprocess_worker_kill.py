@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from pyriver_async import Client, InsertOpts
+from tests._support import eventually
 
 from ._worker_proc import MpSleep, WorkerProcs, scratch_database
 
@@ -19,14 +18,6 @@ pytestmark = pytest.mark.faults
 
 DEAD_CLIENT_AFTER = 3.0
 JOBS = 6
-
-
-async def eventually(cond: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_jobs_of_a_killed_worker_are_rescued_by_liveness_and_complete_once(

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
 from pyriver_async._driver import Driver
 from pyriver_async._maintenance.cleaner import Cleaner
+from tests._support import eventually
 
 DAY = 86400.0
-
-
-async def eventually(cond: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def add_finalized(conn: asyncpg.Connection, state: str, age: float, n: int = 1) -> list[int]:

@@ -602,3 +602,37 @@ async def test_ctx_carries_client_logger_and_deadline(
     assert ctx.client is client and ctx.job_id == res.job.id
     assert ctx.deadline is not None
     assert timedelta(seconds=25) < ctx.deadline - datetime.now(UTC) <= timedelta(seconds=30)
+
+
+async def test_jobs_claimed_with_a_lost_reply_are_given_back(
+    pool: asyncpg.Pool, make_client: ClientFactory, rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(fetch_poll_interval=0.1)
+    # A claim of this client that committed, but whose reply was lost with its
+    # connection: the row says running under our id, yet nobody here runs it.
+    res = await client.insert(Noop(n=7), InsertOpts(delay=timedelta(hours=1)))
+    await pool.execute(
+        "UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now(), "
+        "scheduled_at = now(), attempted_by = ARRAY[$2] WHERE id = $1",
+        res.job.id,
+        client.id,
+    )
+    async with client:
+        sub = client.subscribe()
+        real_fetch = asyncpg.connection.Connection.fetch
+        failed = asyncio.Event()
+
+        async def failing_fetch(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+            if "SKIP LOCKED" in query and not failed.is_set():
+                failed.set()
+                raise ConnectionResetError("connection lost mid-claim")
+            return await real_fetch(self, query, *args, **kw)
+
+        monkeypatch.setattr(asyncpg.connection.Connection, "fetch", failing_fetch)
+        await client.insert(Noop(n=8))  # wakes the producer into the failing claim
+        await asyncio.wait_for(failed.wait(), 10)
+        ev = await next_event(sub, res.job.id)
+    assert ev.state == "completed"
+    r = await row(pool, res.job.id)
+    assert r["attempt"] == 1  # given back (attempt restored), then run once
+    assert rec.calls[res.job.id] == 1

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import asyncpg
@@ -14,14 +11,7 @@ from pyriver_async import Client, Job, JobArgs, JobContext, QueueConfig, Workers
 from pyriver_async._driver import Driver
 from pyriver_async._maintenance.heartbeat import Heartbeat
 from pyriver_async._maintenance.queues import QueueKeeper
-
-
-async def eventually(cond: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+from tests._support import eventually
 
 
 class Nothing(JobArgs, kind="bookkeeping_nothing"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,21 +13,9 @@ import asyncpg
 from pyriver_async import Client, Job, JobArgs, JobContext, QueueConfig, Workers
 from pyriver_async._driver import Driver
 from pyriver_async._maintenance.rescuer import Rescuer
+from tests._support import eventually
 
 HOUR = 3600.0
-
-
-async def eventually(cond: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def add_client(conn: asyncpg.Connection, client_id: str, *, beat_ago: float) -> None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -14,18 +11,11 @@ import pytest
 
 from pyriver_async._driver import Driver
 from pyriver_async._maintenance.scheduler import Scheduler
+from tests._support import eventually
 
 # Unique states without `retryable` (River's default 245 minus 32): a retryable job
 # with such a mask leaves the unique index and must re-enter it to become available.
 MASK_WITHOUT_RETRYABLE = 245 - 32
-
-
-async def eventually(cond: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def add_job(
