@@ -214,6 +214,9 @@ class Client:
         self._stopping: asyncio.Task[None] | None = None
         self._pool_lock = asyncio.Lock()
         self._spares: list[Any] = []
+        #: Whether the pyriver migration line (client liveness) is in the database;
+        #: known after start(). Without it, stuck jobs are rescued by age only.
+        self.liveness = True
 
     # -- pool --------------------------------------------------------------------------
 
@@ -422,7 +425,14 @@ class Client:
             from ._migrate import check_schema
 
             async with pool.acquire() as conn:
-                await check_schema(conn, self.schema)
+                self.liveness = await check_schema(conn, self.schema)
+            if not self.liveness and self.queues:
+                log.warning(
+                    "schema %r has River's tables but not pyriver_async's client liveness "
+                    "table: jobs of a dead process are rescued by age only "
+                    "(rescue_stuck_jobs_after). `pyriver migrate up` adds it.",
+                    self.schema,
+                )
         self._started = True
         self._stopping = None
         if not self.queues and not self._maintenance_enabled:

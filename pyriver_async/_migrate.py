@@ -580,11 +580,12 @@ def _versions_text(versions: list[int]) -> str:
 async def validate(database: Database, *, schema: str = "public") -> ValidationResult:
     """Compare the recorded versions with the ones this library knows.
 
-    A database migrated by River (main 1..7, no pyriver rows) is reported as
-    ``ok=False``: the main line is up to date, the pyriver line is missing, and the
-    message says to run ``pyriver migrate up``. Nothing beyond main 1..7 is required
-    of the main line. Lines of other tools are listed in ``unknown`` but do not make
-    the result fail; a known line ahead of this library does.
+    A database migrated by River (main 1..7, no pyriver rows) is up to date
+    (``ok=True``): pyriver_async works on it as it is. The optional pyriver line is
+    then listed in ``missing`` and the message says what ``pyriver migrate up`` would
+    add (client liveness). Nothing beyond main 1..7 is required of the main line.
+    Lines of other tools are listed in ``unknown`` but do not make the result fail; a
+    known line ahead of this library does.
     """
     schema = _checked_schema(schema)
     async with _connection(database) as conn:
@@ -606,6 +607,12 @@ async def validate(database: Database, *, schema: str = "public") -> ValidationR
                 f"{name} line is at version {max(line_ahead)}, newer than this release of "
                 f"pyriver_async knows ({latest[name]}): upgrade pyriver_async"
             )
+        elif line_missing and name == PYRIVER and not applied:
+            # A database River migrated: used as it is, with rescue by age only.
+            parts.append(
+                f"{name} line not applied (optional: `pyriver migrate up` adds the client "
+                "liveness table, so jobs of a dead process are rescued in seconds, not by age)"
+            )
         elif line_missing:
             behind = True
             parts.append(f"{name} line needs {_versions_text(line_missing)}")
@@ -625,12 +632,14 @@ async def validate(database: Database, *, schema: str = "public") -> ValidationR
     )
 
 
-async def check_schema(conn: _Conn, schema: str) -> None:
+async def check_schema(conn: _Conn, schema: str) -> bool:
     """Raise unless ``schema`` holds exactly the migrations this library knows.
 
     :class:`SchemaNotMigratedError` when the tables are missing;
     :class:`SchemaVersionError` when the recorded main or pyriver version is behind
-    or ahead of this library's.
+    or ahead of this library's. A database River migrated (no pyriver line at all) is
+    accepted as it is: the result says whether the pyriver line, and with it the
+    client liveness table, is there.
     """
     schema = _checked_schema(schema)
     recorded = await _read_recorded(conn, schema)
@@ -639,9 +648,10 @@ async def check_schema(conn: _Conn, schema: str) -> None:
             f"schema {schema!r} has no pyriver_async tables (river_migration records no "
             f"main versions); {_run_up(schema)}"
         )
+    liveness = recorded.current(PYRIVER) > 0
     for name, library_version in known_versions().items():
         database_version = recorded.current(name)
-        if database_version == library_version:
+        if database_version == library_version or (name == PYRIVER and not liveness):
             continue
         if database_version < library_version:
             advice = _run_up(schema)
@@ -661,9 +671,11 @@ async def check_schema(conn: _Conn, schema: str) -> None:
         schema,
         list(_REQUIRED_TABLES),
     )
-    absent = sorted(set(_REQUIRED_TABLES) - {r["relname"] for r in present})
+    required = set(_REQUIRED_TABLES) if liveness else set(_REQUIRED_TABLES) - {"pyriver_client"}
+    absent = sorted(required - {r["relname"] for r in present})
     if absent:
         raise SchemaNotMigratedError(
             f"schema {schema!r} records its migrations as applied but lacks "
             f"{', '.join(absent)}; restore them, or roll back and {_run_up(schema)}"
         )
+    return liveness

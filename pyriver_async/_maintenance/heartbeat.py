@@ -34,11 +34,13 @@ class Heartbeat(Service):
         *,
         interval: float = 5.0,
         dead_after: float | None = None,
+        liveness: bool = True,
     ) -> None:
         # Retries after a failed beat never wait longer than a beat: a client that
         # stays silent too long is judged dead by the rescuer.
         super().__init__(interval=interval, max_backoff=interval)
         self.dead_after = dead_after
+        self.liveness = liveness  # False: no pyriver_client table (a River-only schema)
         self._last_beat = time.monotonic()
         self._warned = False
         self._pool = pool
@@ -49,6 +51,8 @@ class Heartbeat(Service):
         self._pid = os.getpid()
 
     async def run_once(self) -> None:
+        if not self.liveness:
+            return
         try:
             async with self._pool.acquire() as conn:
                 await conn.execute(
@@ -77,5 +81,7 @@ class Heartbeat(Service):
 
     async def mark_dead(self) -> None:
         """Tell the rescuer this client is gone (call after :meth:`stop`)."""
+        if not self.liveness:
+            return
         async with self._pool.acquire() as conn:
             await conn.execute(self._driver.sql["maint_client_mark_dead"], self.client_id)

@@ -99,6 +99,8 @@ class Maintenance:
         retention = dict(client.retention)
         queues = list(client.queues)
 
+        # A database River migrated has no liveness table: rescue by age alone.
+        liveness = bool(getattr(client, "liveness", True))
         self.heartbeat = Heartbeat(
             pool,
             driver,
@@ -106,6 +108,7 @@ class Maintenance:
             queues,
             interval=heartbeat_interval,
             dead_after=dead_client_after,
+            liveness=liveness,
         )
         self.queue_keeper = QueueKeeper(pool, driver, queues, interval=heartbeat_interval)
         self.elector = LeaderElector(
@@ -123,6 +126,7 @@ class Maintenance:
             dead_client_after=dead_client_after,
             rescue_stuck_jobs_after=rescue_after,
             interval=rescuer_interval,
+            liveness=liveness,
         )
         self.cleaner = Cleaner(
             pool,

@@ -58,6 +58,7 @@ class Rescuer(Service):
         interval: float | None = None,
         batch_size: int = 1000,
         statement_timeout: float = 60.0,
+        liveness: bool = True,
     ) -> None:
         # Checking a few times per dead_client_after keeps detection close to it.
         if interval is None:
@@ -72,6 +73,16 @@ class Rescuer(Service):
         self.batch_size = batch_size
         self.statement_timeout = statement_timeout
         self.last_result = RescueResult()
+        self.liveness = liveness
+        self._sql = driver.sql["maint_rescue"]
+        if not liveness:
+            # A River-only schema has no pyriver_client table: the same query with an
+            # empty stand-in for it judges every running job by age alone.
+            table = f"{driver.qschema}.pyriver_client AS c"
+            assert table in self._sql
+            self._sql = self._sql.replace(
+                table, "(SELECT NULL::text AS id, NULL::timestamptz AS heartbeat_at) AS c"
+            )
 
     async def run_once(self) -> None:
         self.last_result = await self.rescue()
@@ -79,7 +90,7 @@ class Rescuer(Service):
     async def rescue(self) -> RescueResult:
         """Rescue every stuck job now, then prune old liveness rows; return the counts."""
         retried = discarded = cancelled = 0
-        sql = self._driver.sql["maint_rescue"]
+        sql = self._sql
         async with self._pool.acquire() as conn:
             while True:
                 rec = await conn.fetchrow(
@@ -95,10 +106,14 @@ class Rescuer(Service):
                 cancelled += rec["cancelled"]
                 if rec["total"] < self.batch_size:
                     break
-            status = await conn.execute(
-                self._driver.sql["maint_prune_clients"],
-                self.rescue_stuck_jobs_after + CLIENT_ROW_GRACE,
-                timeout=self.statement_timeout,
+            status = (
+                await conn.execute(
+                    self._driver.sql["maint_prune_clients"],
+                    self.rescue_stuck_jobs_after + CLIENT_ROW_GRACE,
+                    timeout=self.statement_timeout,
+                )
+                if self.liveness
+                else ""
             )
         pruned = rowcount(status)
         if retried or discarded or cancelled:

@@ -335,29 +335,29 @@ async def test_concurrent_migrators_apply_each_version_once(
         assert await recorded_versions(conn) == [(line, v) for line, v, _ in ALL_STEPS]
 
 
-async def test_river_migrated_database_only_needs_the_pyriver_line(
+async def test_river_migrated_database_is_accepted_as_it_is(
     fresh_database: FreshDatabase,
 ) -> None:
     url = await fresh_database()
     await migrate_like_river(url)
 
     before = await validate(url)
-    assert not before.ok
-    assert before.missing == [("pyriver", 1)]
+    assert before.ok, before.message  # RIVER-INTEROP: validate accepts River's database
+    assert before.missing == [("pyriver", 1)]  # the optional line, listed
     assert before.unknown == []
     assert "main line up to date" in before.message
-    assert "pyriver line needs version 1" in before.message
+    assert "pyriver line not applied (optional" in before.message
     assert "pyriver migrate up" in before.message
     async with connect(url) as conn:
-        with pytest.raises(SchemaVersionError) as info:
-            await check_schema(conn, "public")
-        assert (info.value.database_version, info.value.library_version) == (0, 1)
+        assert await check_schema(conn, "public") is False  # usable, without liveness
 
     result = await migrate(url)
     assert result.applied == [("pyriver", 1, "client_liveness")]
     after = await validate(url)
     assert after.ok, after.message
     assert after.missing == []
+    async with connect(url) as conn:
+        assert await check_schema(conn, "public") is True
 
 
 async def test_validate_reports_a_database_behind(fresh_database: FreshDatabase) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -38,8 +38,10 @@ from pyriver_async import (
     QueueConfig,
     UniqueOpts,
     Workers,
+    migrate,
 )
 from pyriver_async._events import JobEvent, Subscription
+from tests._support import eventually
 
 QUEUE = "interop"
 
@@ -363,3 +365,59 @@ def riverqueue_version() -> str:
     from importlib.metadata import version
 
     return version("riverqueue")
+
+
+class RiverOnly(JobArgs, kind="interop_river_only_db"):
+    n: int
+
+
+async def test_client_works_a_river_only_database_unchanged(
+    fresh_database: Callable[[], Awaitable[str]],
+) -> None:
+    """A database with River's migrations only (no pyriver line) is used as it is:
+    jobs are worked and maintenance runs, the rescuer judging stuck jobs by age."""
+    url = await fresh_database()
+    await migrate(url, line="main")
+    workers = Workers()
+    seen: list[int] = []
+
+    @workers.register(RiverOnly)
+    async def work(ctx: JobContext, job: Job[RiverOnly]) -> None:
+        seen.append(job.args.n)
+
+    client = Client(
+        url,
+        workers=workers,
+        queues={"default": QueueConfig(max_workers=5)},
+        heartbeat_interval=0.2,
+        rescue_stuck_jobs_after=1.0,
+    )
+    async with client:
+        assert client.liveness is False
+        async with client.subscribe() as events:
+            res = await client.insert(RiverOnly(n=1))
+            async for ev in events:
+                if ev.job_id == res.job.id:
+                    assert ev.state == "completed"
+                    break
+        # A job stuck in running under a client that no longer exists (say a River Go
+        # process killed mid-job) is rescued by age, without the liveness table.
+        conn = await asyncpg.connect(url)
+        try:
+            stuck = await conn.fetchval(
+                "INSERT INTO river_job (args, kind, max_attempts, state, attempt, "
+                "attempted_at, attempted_by) VALUES ('{\"n\": 2}', 'interop_river_only_db', "
+                "5, 'running', 1, now() - interval '1 hour', ARRAY['a-go-process']) "
+                "RETURNING id"
+            )
+            await eventually(
+                lambda: conn.fetchval(
+                    "SELECT state = 'completed' FROM river_job WHERE id = $1", stuck
+                ),
+                timeout=20,
+            )
+            tables = await conn.fetchval("SELECT to_regclass('pyriver_client') IS NULL")
+        finally:
+            await conn.close()
+    assert tables  # nothing was added to the River database
+    assert sorted(seen) == [1, 2]
