@@ -35,6 +35,7 @@ MAX_TRACE_CHARS = 20_000
 
 class CancelReason:
     CANCEL = "cancel"  # client.cancel(job_id)
+    TIMEOUT = "timeout"  # the job's timeout
     SHUTDOWN = "shutdown"  # the client's hard stop
 
 
@@ -52,6 +53,14 @@ class _JobLogger(logging.LoggerAdapter[logging.Logger]):
 
 
 job_logger = logging.getLogger("pyriver_async.job")
+
+
+def _job_logger_factory(
+    job_id: int, kind: str, attempt: int
+) -> Callable[[], logging.LoggerAdapter[logging.Logger]]:
+    return lambda: _JobLogger(
+        job_logger, {"job_id": job_id, "job_kind": kind, "job_attempt": attempt}
+    )
 
 
 class Executor:
@@ -108,6 +117,11 @@ class Executor:
             job.id, job.attempt, "retryable", job.queue, scheduled_at=retry_at, error=error
         )
 
+    def _expire(self, job_id: int, task: asyncio.Task[Any]) -> None:
+        if not task.done():
+            self.cancel_reasons.setdefault(job_id, CancelReason.TIMEOUT)
+            task.cancel()
+
     def _timeout_for(self, reg: Registration, job: Job[Any]) -> timedelta | None:
         if reg.timeout is not None:
             try:
@@ -153,14 +167,19 @@ class Executor:
 
         timeout = self._timeout_for(reg, job)
         deadline = started + timeout if timeout is not None else None
-        logger = _JobLogger(
-            job_logger, {"job_id": job_id, "job_kind": kind, "job_attempt": job.attempt}
+        ctx = JobContext(
+            self._client, job_id, _job_logger_factory(job_id, kind, job.attempt), deadline
         )
-        ctx = JobContext(self._client, job_id, logger, deadline)
-        cm = asyncio.timeout(timeout.total_seconds() if timeout is not None else None)
+        # One timer per job that cancels its task (cheaper on the hot path than
+        # asyncio.timeout's context manager); the reason tells the cancellations apart.
+        expiry = None
+        task = asyncio.current_task() if timeout is not None else None
+        if task is not None and timeout is not None:
+            expiry = asyncio.get_running_loop().call_later(
+                timeout.total_seconds(), self._expire, job_id, task
+            )
         try:
-            async with cm:
-                await reg.work(ctx, job)
+            await reg.work(ctx, job)
         except JobSnooze as snooze:
             if snooze.delay <= SNOOZE_AVAILABLE_AT_ONCE:
                 # River's rule: a short snooze skips the scheduler. The job is available
@@ -195,6 +214,11 @@ class Executor:
             return Outcome(job_id, job.attempt, "cancelled", job.queue, error=err)
         except asyncio.CancelledError:
             reason = self.cancel_reasons.pop(job_id, CancelReason.SHUTDOWN)
+            if reason == CancelReason.TIMEOUT and task is not None:
+                task.uncancel()  # handled here: the task goes on to report its outcome
+                return self._failure(
+                    job, started, f"job timed out after {timeout} (worker {reg.name})", "", reg
+                )
             if reason == CancelReason.CANCEL:
                 err = _encode(
                     {
@@ -215,22 +239,12 @@ class Executor:
                 scheduled_at=datetime.now(UTC),
                 give_back=1,
             )
-        except TimeoutError as exc:
-            if cm.expired():
-                return self._failure(
-                    job,
-                    started,
-                    f"job timed out after {timeout} (worker {reg.name})",
-                    "",
-                    reg,
-                )
-            return self._failure(
-                job, started, f"{type(exc).__name__}: {exc}", traceback.format_exc(), reg
-            )
         except Exception as exc:
             return self._failure(
                 job, started, f"{type(exc).__name__}: {exc}", traceback.format_exc(), reg
             )
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self.cancel_reasons.pop(job_id, None)
         return Outcome(job_id, job.attempt, "completed", job.queue)

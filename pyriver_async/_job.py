@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -73,20 +74,34 @@ class JobContext:
     - ``deadline``: when the job's timeout cancels it (``None`` without a timeout).
     """
 
-    __slots__ = ("_client", "deadline", "job_id", "logger")
+    __slots__ = ("_client", "_logger", "_make_logger", "deadline", "job_id")
 
     def __init__(
         self,
         client: Client,
         job_id: int,
-        logger: logging.LoggerAdapter[logging.Logger],
+        logger: logging.LoggerAdapter[logging.Logger]
+        | Callable[[], logging.LoggerAdapter[logging.Logger]],
         deadline: datetime | None,
     ) -> None:
         self._client = client
         self.job_id = job_id
-        self.logger = logger
+        # Most jobs never log: the adapter is made on first use.
+        if isinstance(logger, logging.LoggerAdapter):
+            self._logger: logging.LoggerAdapter[logging.Logger] | None = logger
+            self._make_logger = None
+        else:
+            self._logger = None
+            self._make_logger = logger
         self.deadline = deadline
 
     @property
     def client(self) -> Client:
         return self._client
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._logger is None:
+            assert self._make_logger is not None
+            self._logger = self._make_logger()
+        return self._logger
