@@ -100,6 +100,7 @@ class BareEngine:
         self._q: asyncio.Queue[asyncpg.Record] = asyncio.Queue()
         self._ids: list[int] = []
         self._attempts: list[int] = []
+        self._attempted_at: list[Any] = []
         self.in_flight = 0
         self._wake = asyncio.Event()  # a notification, a freed slot, or stop
         self._flush_wake = asyncio.Event()
@@ -155,7 +156,7 @@ class BareEngine:
             self._backlog = self.drain or len(rows) == free
 
     async def _worker(self) -> None:
-        q, ids, attempts = self._q, self._ids, self._attempts
+        q, ids, attempts, claimed_at = self._q, self._ids, self._attempts, self._attempted_at
         while True:
             rec = await q.get()
             if self.on_start is not None:
@@ -163,6 +164,7 @@ class BareEngine:
             # the no-op job: nothing to do
             ids.append(rec[0])
             attempts.append(rec[6])
+            claimed_at.append(rec[10])
             self.in_flight -= 1
             self._flush_wake.set()
             self._wake.set()
@@ -178,8 +180,10 @@ class BareEngine:
             if len(self._ids) < self.batch and not (self._claiming_done and self.in_flight == 0):
                 await asyncio.sleep(self.flush_interval)
             ids, atts = self._ids[: self.batch], self._attempts[: self.batch]
+            ats = self._attempted_at[: self.batch]
             del self._ids[: self.batch], self._attempts[: self.batch]
-            await self._done_conn.execute(self._complete_sql, ids, atts)
+            del self._attempted_at[: self.batch]
+            await self._done_conn.execute(self._complete_sql, ids, atts, ats)
             self.flushes += 1
             self.completed += len(ids)
             self.t_last_flush = time.monotonic()

@@ -329,8 +329,10 @@ class Client:
         rec = await self._fetchrow(conn, self._driver.sql["job_cancel"], job_id)
         if rec is None:
             raise JobNotFoundError(f"no job with id {job_id}")
-        # Same process: no need to wait for the notification to come back.
-        if rec["state"] == "running":
+        # Same process: no need to wait for the notification to come back. Not inside a
+        # caller's transaction, though: it may still roll back, and the NOTIFY arrives
+        # only if it commits.
+        if rec["state"] == "running" and conn is None:
             for p in self._producers.values():
                 p.cancel_job(job_id)
         return job_from_record(rec, args_from_record(rec))

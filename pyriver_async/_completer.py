@@ -53,6 +53,8 @@ class Outcome:
     metadata: str | None = None  # a JSON object merged into metadata
     give_back: int = 0  # 1 when the attempt does not count (snooze, shutdown)
     snoozed: bool = False
+    # The claim's attempted_at: with the attempt, it tells this claim from a later one.
+    attempted_at: datetime | None = None
 
 
 class Completer:
@@ -192,6 +194,7 @@ class Completer:
                     self._driver.sql["job_complete_many"],
                     [o.job_id for o in done],
                     [o.attempt for o in done],
+                    [o.attempted_at for o in done],
                 )
             if other:
                 await conn.execute(
@@ -204,4 +207,5 @@ class Completer:
                     [o.metadata for o in other],
                     [o.give_back for o in other],
                     [o.snoozed for o in other],
+                    [o.attempted_at for o in other],
                 )

@@ -45,6 +45,25 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def cancelled_outcome(
+    job_id: int, attempt: int, queue: str, started: datetime, reason: str
+) -> Outcome:
+    """The outcome of a job whose coroutine was cancelled by request or by shutdown."""
+    if reason == CancelReason.CANCEL:
+        err = _encode(
+            {
+                "at": started,
+                "attempt": attempt,
+                "error": "job cancelled by request (client.cancel)",
+                "trace": "",
+            }
+        ).decode()
+        return Outcome(job_id, attempt, "cancelled", queue, error=err)
+    # Interrupted only by this client's shutdown: not the job's fault. It goes back to
+    # available with its attempt restored and no error (DESIGN §1).
+    return Outcome(job_id, attempt, "available", queue, scheduled_at=datetime.now(UTC), give_back=1)
+
+
 class _JobLogger(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = self.extra or {}
@@ -219,26 +238,7 @@ class Executor:
                 return self._failure(
                     job, started, f"job timed out after {timeout} (worker {reg.name})", "", reg
                 )
-            if reason == CancelReason.CANCEL:
-                err = _encode(
-                    {
-                        "at": started,
-                        "attempt": job.attempt,
-                        "error": "job cancelled by request (client.cancel)",
-                        "trace": "",
-                    }
-                ).decode()
-                return Outcome(job_id, job.attempt, "cancelled", job.queue, error=err)
-            # Interrupted only by this client's shutdown: not the job's fault. It goes
-            # back to available with its attempt restored and no error (DESIGN §1).
-            return Outcome(
-                job_id,
-                job.attempt,
-                "available",
-                job.queue,
-                scheduled_at=datetime.now(UTC),
-                give_back=1,
-            )
+            return cancelled_outcome(job_id, job.attempt, job.queue, started, reason)
         except Exception as exc:
             return self._failure(
                 job, started, f"{type(exc).__name__}: {exc}", traceback.format_exc(), reg

@@ -12,6 +12,7 @@ import collections
 import logging
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -20,7 +21,7 @@ from ._aio import wait_event
 from ._backoff import reconnect_delays
 from ._completer import RETRYABLE_ERRORS, Completer
 from ._driver import Driver
-from ._executor import CancelReason, Executor
+from ._executor import CancelReason, Executor, cancelled_outcome
 
 if TYPE_CHECKING:
     from ._client import QueueConfig
@@ -213,6 +214,7 @@ class Producer:
         for rec in rows:
             job_id = rec[0]
             task = asyncio.create_task(self._work(rec), name=f"pyriver-job-{job_id}")
+            task.add_done_callback(partial(self._unstarted, rec))
             self.running[job_id] = task
             self.job_names[job_id] = rec[2]
 
@@ -236,6 +238,18 @@ class Producer:
                 released,
             )
 
+    def _unstarted(self, rec: asyncpg.Record, task: asyncio.Task[None]) -> None:
+        """A job task cancelled before its first step never runs its body: report it
+        as the cancellation asked (cancelled, or given back on shutdown) and free its slot."""
+        job_id = rec[0]
+        if not task.cancelled() or self.running.get(job_id) is not task:
+            return
+        reason = self._executor.cancel_reasons.pop(job_id, CancelReason.SHUTDOWN)
+        outcome = cancelled_outcome(job_id, rec[6], rec[3], datetime.now(UTC), reason)
+        outcome.attempted_at = rec[10]
+        self._completer.add(outcome)
+        self._release(job_id)
+
     async def _work(self, rec: asyncpg.Record) -> None:
         job_id = rec[0]
         try:
@@ -245,6 +259,7 @@ class Producer:
             # running in the database for the rescuer.
             self._release(job_id)
             raise
+        outcome.attempted_at = rec[10]
         self._completer.add(outcome)
         if outcome.state == "available" and outcome.scheduled_at is not None:
             # A short snooze: look again when it becomes claimable.

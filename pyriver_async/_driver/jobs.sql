@@ -124,18 +124,21 @@ WHERE j.id = ANY(ARRAY(
 RETURNING {job_columns_j};
 
 -- name: job_complete_many
--- The hot path of the completer: jobs that returned normally. The guard
--- (still running, same attempt) makes a stale completion (the job was rescued and
--- claimed again since) change nothing.
+-- The hot path of the completer: jobs that returned normally. The guard (still
+-- running the same claim: same attempt and same attempted_at) makes a stale
+-- completion change nothing: the job was rescued and claimed again since, or, after
+-- a retried write whose first reply was lost, given back and claimed by another
+-- worker with the same attempt number (a snooze or shutdown returns the attempt).
 -- Rows are found by primary key. `state::text` keeps the planner off the claim
 -- index: statistics taken while few jobs ran make `state = 'running'` look like one
 -- row, and that scan then wades through every dead `running` entry of a busy table
 -- (measured: the drain fell from ~24k to ~1.5k jobs/s beside 200k finished rows).
 UPDATE {schema}.river_job AS j
 SET state = 'completed', finalized_at = now()
-FROM unnest($1::bigint[], $2::smallint[]) AS u(id, attempt)
+FROM unnest($1::bigint[], $2::smallint[], $3::timestamptz[]) AS u(id, attempt, attempted_at)
 WHERE j.id = u.id
     AND j.state::text = 'running' AND j.attempt = u.attempt
+    AND j.attempted_at = u.attempted_at
 RETURNING j.id;
 
 -- name: job_set_outcome_many
@@ -171,11 +174,12 @@ SET state = (CASE
     END
 FROM unnest(
     $1::bigint[], $2::smallint[], $3::text[], $4::timestamptz[], $5::jsonb[],
-    $6::jsonb[], $7::smallint[], $8::bool[]
-) AS u(id, attempt, state, scheduled_at, error, metadata, give_back, snoozed)
--- Found by primary key, as in job_complete_many.
+    $6::jsonb[], $7::smallint[], $8::bool[], $9::timestamptz[]
+) AS u(id, attempt, state, scheduled_at, error, metadata, give_back, snoozed, attempted_at)
+-- Found by primary key and guarded by the claim, as in job_complete_many.
 WHERE j.id = u.id
     AND j.state::text = 'running' AND j.attempt = u.attempt
+    AND j.attempted_at = u.attempted_at
 RETURNING j.id, j.queue, j.state
 ),
 notified AS (

@@ -636,3 +636,50 @@ async def test_jobs_claimed_with_a_lost_reply_are_given_back(
     r = await row(pool, res.job.id)
     assert r["attempt"] == 1  # given back (attempt restored), then run once
     assert rec.calls[res.job.id] == 1
+
+
+async def test_a_retried_outcome_cannot_touch_a_later_claim_with_the_same_attempt(
+    pool: asyncpg.Pool, make_client: ClientFactory
+) -> None:
+    # A shutdown (or short snooze) gives the attempt back, so the next claim has the
+    # same attempt number. A retry of the first outcome (its reply was lost) must not
+    # match that new claim: the claim's attempted_at tells them apart.
+    client = make_client(queues={})
+    sql = client.driver.sql
+    res = await client.insert(Noop())
+    a = (await pool.fetch(sql["job_claim"], "default", 1, "client-a"))[0]
+    outcome = [[a["id"]], [a["attempt"]], ["available"], [datetime.now(UTC)], [None], [None]]
+    outcome += [[1], [False], [a["attempted_at"]]]
+    assert len(await pool.fetch(sql["job_set_outcome_many"], *outcome)) == 1
+    b = (await pool.fetch(sql["job_claim"], "default", 1, "client-b"))[0]
+    assert (b["id"], b["attempt"]) == (res.job.id, a["attempt"])  # same attempt number
+    assert await pool.fetch(sql["job_set_outcome_many"], *outcome) == []  # the retry
+    assert await pool.fetch(sql["job_complete_many"], [a["id"]], [1], [a["attempted_at"]]) == []
+    r = await row(pool, res.job.id)
+    assert r["state"] == "running" and r["attempted_by"][-1] == "client-b"
+
+
+async def test_a_job_cancelled_before_its_first_step_frees_its_slot(
+    pool: asyncpg.Pool, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyriver_async._producer import Producer
+
+    real_fetch = Producer._fetch
+
+    async def fetch_then_cancel(self: Producer) -> None:
+        await real_fetch(self)
+        for job_id in list(self.running):
+            self.cancel_job(job_id)  # before the job's task has taken a step
+
+    monkeypatch.setattr(Producer, "_fetch", fetch_then_cancel)
+    client = make_client(queues={"default": QueueConfig(max_workers=3)}, soft_stop_timeout=30)
+    async with client:
+        sub = client.subscribe()
+        res = await client.insert(Noop())
+        ev = await next_event(sub, res.job.id)
+        assert ev.state == "cancelled"
+        assert client.running_jobs == {}
+        t0 = asyncio.get_running_loop().time()
+    assert asyncio.get_running_loop().time() - t0 < 5  # stop() had nothing to wait for
+    r = await row(pool, res.job.id)
+    assert r["state"] == "cancelled" and r["finalized_at"] is not None

@@ -223,6 +223,7 @@ async def test_late_outcome_of_a_rescued_attempt_is_not_recorded(
     d = Driver()
     await add_client(conn, "dead-one", beat_ago=60)
     job_id = await add_running(conn, ["dead-one"], attempt=1)
+    first_claim = await conn.fetchval("SELECT attempted_at FROM river_job WHERE id = $1", job_id)
     await rescuer(pool).rescue()
     # Claimed again (attempt 2), then the first attempt's completion arrives late.
     await conn.execute(
@@ -230,9 +231,10 @@ async def test_late_outcome_of_a_rescued_attempt_is_not_recorded(
         "WHERE id = $1",
         job_id,
     )
-    assert await conn.fetch(d.sql["job_complete_many"], [job_id], [1]) == []
+    assert await conn.fetch(d.sql["job_complete_many"], [job_id], [1], [first_claim]) == []
     assert (await job(conn, job_id))["state"] == "running"
-    assert len(await conn.fetch(d.sql["job_complete_many"], [job_id], [2])) == 1
+    claimed = await conn.fetchval("SELECT attempted_at FROM river_job WHERE id = $1", job_id)
+    assert len(await conn.fetch(d.sql["job_complete_many"], [job_id], [2], [claimed])) == 1
     assert (await job(conn, job_id))["state"] == "completed"
 
 
