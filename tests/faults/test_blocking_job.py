@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from pyriver_async import Client, Job, JobArgs, JobContext, QueueConfig, Workers
-from pyriver_async._events import JobEvent, Subscription
+from tests._support import events_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
@@ -30,23 +30,6 @@ class Stubborn(JobArgs, kind="fault_stubborn"):
 
 class Polite(JobArgs, kind="fault_polite"):
     pass
-
-
-async def _events_until(sub: Subscription, ids: set[int], timeout: float) -> dict[int, JobEvent]:
-    seen: dict[int, JobEvent] = {}
-
-    async def collect() -> None:
-        async for ev in sub:
-            if ev.job_id in ids:
-                seen[ev.job_id] = ev
-                if len(seen) == len(ids):
-                    return
-
-    try:
-        await asyncio.wait_for(collect(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"only {len(seen)} of {len(ids)} jobs finished") from None
-    return seen
 
 
 async def _run_blocker(db: str) -> tuple[int, float]:
@@ -73,11 +56,11 @@ async def _run_blocker(db: str) -> tuple[int, float]:
     async with client:
         sub = client.subscribe()
         results = await client.insert_many([Blocker(seconds=2.0), *(Quick(n=i) for i in range(20))])
-        events = await _events_until(sub, {r.job.id for r in results}, timeout=20)
+        events = await events_for(sub, {r.job.id for r in results}, timeout=20)
         assert {ev.state for ev in events.values()} == {"completed"}
         t0 = loop.time()
         res = await client.insert(Quick(n=99))
-        await _events_until(sub, {res.job.id}, timeout=5)
+        await events_for(sub, {res.job.id}, timeout=5)
         return results[0].job.id, loop.time() - t0
 
 
@@ -151,7 +134,7 @@ async def test_job_ignoring_cancellation_is_abandoned_and_shutdown_keeps_its_dea
         await client.start()
         sub = client.subscribe()
         quick_res = await client.insert_many([Quick(n=i) for i in range(10)])
-        await _events_until(sub, {r.job.id for r in quick_res}, timeout=10)
+        await events_for(sub, {r.job.id for r in quick_res}, timeout=10)
         stubborn_id = (await client.insert(Stubborn())).job.id
         polite_id = (await client.insert(Polite())).job.id
         await asyncio.wait_for(stubborn_started.wait(), 10)

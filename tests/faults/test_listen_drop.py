@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from pyriver_async import Client, Job, JobArgs, JobContext, QueueConfig, Workers
-from pyriver_async._events import JobEvent, Subscription
 from pyriver_async._notifier import Notifier
+from tests._support import next_event
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
@@ -63,16 +63,6 @@ def _client(db: str, workers: Workers, poll: float) -> Client:
     )
 
 
-async def _next_event(sub: Subscription, job_id: int, timeout: float) -> JobEvent:
-    async def find() -> JobEvent:
-        async for ev in sub:
-            if ev.job_id == job_id:
-                return ev
-        raise AssertionError("subscription closed")
-
-    return await asyncio.wait_for(find(), timeout)
-
-
 async def _connected(notifier: Notifier, not_pid: int | None, timeout: float) -> int:
     """Until the notifier listens on a connection other than ``not_pid``; its pid."""
     loop = asyncio.get_running_loop()
@@ -104,7 +94,7 @@ async def test_a_job_whose_notification_is_lost_is_found_by_polling(
             "INSERT INTO river_job (args, kind, max_attempts) "
             "VALUES ('{}', 'fault_ping', 5) RETURNING id"
         )
-        ev = await _next_event(sub, job_id, timeout=0.3 + 2)
+        ev = await next_event(sub, job_id, timeout=0.3 + 2)
     assert ev.state == "completed"
 
 
@@ -139,7 +129,7 @@ async def test_work_continues_while_the_listen_connection_is_down(
         for n in range(3):
             t0 = loop.time()
             res = await client.insert(Ping(n=n))
-            ev = await _next_event(sub, res.job.id, timeout=5)
+            ev = await next_event(sub, res.job.id, timeout=5)
             assert ev.state == "completed"
             assert started.at[res.job.id] - t0 < 0.3 + 0.5
             assert not notifier.connected.is_set()
@@ -168,7 +158,7 @@ async def test_wakeups_return_once_the_notifier_reconnects(
         for n in range(3):
             t0 = loop.time()
             res = await client.insert(Ping(n=n))
-            await _next_event(sub, res.job.id, timeout=10)
+            await next_event(sub, res.job.id, timeout=10)
             assert started.at[res.job.id] - t0 < 2.0, "woken by the poll, not a notification"
 
 

@@ -23,7 +23,8 @@ from pyriver_async import (
     Worker,
     Workers,
 )
-from pyriver_async._events import JobEvent, Subscription
+from pyriver_async._events import Subscription
+from tests._support import next_event
 
 
 class Noop(JobArgs, kind="engine_noop"):
@@ -138,16 +139,6 @@ async def make_client(pool: asyncpg.Pool, workers: Workers) -> AsyncIterator[Cli
     yield make
     for c in made:
         await c.stop_and_cancel()
-
-
-async def next_event(sub: Subscription, job_id: int, timeout: float = 10.0) -> JobEvent:
-    async def find() -> JobEvent:
-        async for ev in sub:
-            if ev.job_id == job_id:
-                return ev
-        raise AssertionError("subscription closed")
-
-    return await asyncio.wait_for(find(), timeout)
 
 
 async def row(pool: asyncpg.Pool, job_id: int) -> asyncpg.Record:

@@ -3,14 +3,13 @@ client keeps working."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from pyriver_async import Client, Job, JobArgs, JobContext, QueueConfig, Workers
-from pyriver_async._events import Subscription
+from tests._support import next_event
 
 
 class Order(JobArgs, kind="foreign_order"):
@@ -41,16 +40,6 @@ async def client(pool: asyncpg.Pool) -> AsyncIterator[Client]:
         yield c
 
 
-async def outcome(sub: Subscription, job_id: int) -> str:
-    async def find() -> str:
-        async for ev in sub:
-            if ev.job_id == job_id:
-                return ev.state
-        raise AssertionError("subscription closed")
-
-    return await asyncio.wait_for(find(), 10)
-
-
 async def insert_raw(
     pool: asyncpg.Pool, args: str, kind: str = "foreign_order", **cols: str
 ) -> int:
@@ -70,11 +59,11 @@ async def test_args_from_an_older_schema_fail_with_a_named_error(
 ) -> None:
     sub = client.subscribe()
     old = await insert_raw(pool, '{"order_id": 1}')  # `currency` did not exist yet
-    assert await outcome(sub, old) == "retryable"
+    assert (await next_event(sub, old)).state == "retryable"
     job = await client.get(old)
     assert "foreign_order" in job.errors[0].error and "currency" in job.errors[0].error
     good = await insert_raw(pool, '{"order_id": 2, "currency": "EUR"}')
-    assert await outcome(sub, good) == "completed"
+    assert (await next_event(sub, good)).state == "completed"
 
 
 @pytest.mark.parametrize(
@@ -98,7 +87,7 @@ async def test_oddly_shaped_columns_do_not_stop_the_job(
         await pool.execute("ALTER TABLE river_job ALTER COLUMN tags DROP NOT NULL")
     try:
         job_id = await insert_raw(pool, '{"order_id": 3, "currency": "USD"}', **cols)
-        assert await outcome(sub, job_id) == "completed"
+        assert (await next_event(sub, job_id)).state == "completed"
         assert job_id in worked
     finally:
         if "tags" in cols:
@@ -109,7 +98,7 @@ async def test_oddly_shaped_columns_do_not_stop_the_job(
 async def test_args_that_are_not_an_object_fail_clearly(pool: asyncpg.Pool, client: Client) -> None:
     sub = client.subscribe()
     job_id = await insert_raw(pool, '"just a string"')
-    assert await outcome(sub, job_id) == "retryable"
+    assert (await next_event(sub, job_id)).state == "retryable"
     job = await client.get(job_id)
     assert "foreign_order" in job.errors[0].error
 
@@ -119,9 +108,9 @@ async def test_a_kind_nobody_registered_is_recorded_and_others_continue(
 ) -> None:
     sub = client.subscribe()
     stray = await insert_raw(pool, "{}", kind="written_by_a_go_service")
-    assert await outcome(sub, stray) == "retryable"
+    assert (await next_event(sub, stray)).state == "retryable"
     job = await client.get(stray)
     assert "written_by_a_go_service" in job.errors[0].error
     assert job.args == {}
     good = await insert_raw(pool, '{"order_id": 4, "currency": "JPY"}')
-    assert await outcome(sub, good) == "completed"
+    assert (await next_event(sub, good)).state == "completed"

@@ -16,7 +16,6 @@ interoperate is pinned down too, so that a change on either side shows up here:
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,8 +39,7 @@ from pyriver_async import (
     Workers,
     migrate,
 )
-from pyriver_async._events import JobEvent, Subscription
-from tests._support import eventually
+from tests._support import events_for, eventually
 
 QUEUE = "interop"
 
@@ -119,23 +117,6 @@ def river(engine: AsyncEngine) -> riverqueue.AsyncClient:
     return riverqueue.AsyncClient(riversqlalchemy.AsyncDriver(engine))
 
 
-async def _events(sub: Subscription, ids: set[int], timeout: float) -> dict[int, JobEvent]:
-    seen: dict[int, JobEvent] = {}
-
-    async def collect() -> None:
-        async for ev in sub:
-            if ev.job_id in ids:
-                seen[ev.job_id] = ev
-                if len(seen) == len(ids):
-                    return
-
-    try:
-        await asyncio.wait_for(collect(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"only {sorted(seen)} of {sorted(ids)} were worked") from None
-    return seen
-
-
 async def test_jobs_inserted_by_riverqueue_are_worked_with_typed_args(
     db: str, river: riverqueue.AsyncClient, engine: AsyncEngine
 ) -> None:
@@ -178,10 +159,10 @@ async def test_jobs_inserted_by_riverqueue_are_worked_with_typed_args(
     )
     async with client:
         sub = client.subscribe()
-        events = await _events(sub, ids, timeout=10)
+        events = await events_for(sub, ids, timeout=10)
         # One more, inserted while the client runs, is picked up too.
         late = await river.insert(_shipment(8), insert_opts=opts)
-        events.update(await _events(sub, {late.job.id}, timeout=5))
+        events.update(await events_for(sub, {late.job.id}, timeout=5))
 
     assert {ev.state for ev in events.values()} == {"completed"}
     assert set(worked) == ids | {late.job.id}
@@ -230,7 +211,7 @@ async def test_a_job_riverqueue_scheduled_runs_once_due(
     )
     async with client:
         sub = client.subscribe()
-        ev = (await _events(sub, {res.job.id}, timeout=10))[res.job.id]
+        ev = (await events_for(sub, {res.job.id}, timeout=10))[res.job.id]
     assert ev.state == "completed"
     assert started[res.job.id] >= due
 
@@ -257,7 +238,7 @@ async def test_args_riverqueue_wrote_that_do_not_fit_our_type_fail_with_a_record
     )
     async with client:
         sub = client.subscribe()
-        ev = (await _events(sub, {res.job.id}, timeout=10))[res.job.id]
+        ev = (await events_for(sub, {res.job.id}, timeout=10))[res.job.id]
         job = await client.get(res.job.id)
     assert ev.state == "retryable"
     assert "interop_shipment" in job.errors[0].error and "Shipment" in job.errors[0].error
@@ -285,7 +266,7 @@ async def test_riverqueue_slow_path_unique_insert_sees_our_unique_job(
         first = await ours.insert(
             Dedupe(customer=7, topic="welcome"), InsertOpts(unique=UniqueOpts(by_args=True))
         )
-        ev = (await _events(sub, {first.job.id}, timeout=10))[first.job.id]
+        ev = (await events_for(sub, {first.job.id}, timeout=10))[first.job.id]
     assert not first.unique_skipped_as_duplicate
     assert ev.state == "retryable"
 
