@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any, cast
 
 import asyncpg
@@ -33,6 +33,10 @@ __all__ = ["COPY_THRESHOLD", "InsertResult", "insert_many", "insert_one"]
 # size from 10. COPY saves ~5-10 us a job; with the database across a network of
 # round trip r ms, its three extra round trips move the crossover up by ~400 * r jobs.
 COPY_THRESHOLD = 50
+# From this many items, insert_many asks for the batch's ids before validating it, so
+# that the database's work overlaps ours (100k jobs: ~50 ms of ~800). Below it, the
+# round trip it may add outweighs the overlap.
+PREFETCH_IDS_FROM = 2000
 
 _MISSING_SCHEMA_ERRORS = (
     asyncpg.UndefinedTableError,
@@ -45,30 +49,32 @@ _MISSING_SCHEMA_ERRORS = (
 class InsertResult:
     """What an insert returns: the job row, and whether a unique duplicate was found instead."""
 
-    __slots__ = ("_job", "_make", "unique_skipped_as_duplicate")
+    __slots__ = ("_job", "_params", "_record", "unique_skipped_as_duplicate")
 
-    def __init__(
-        self,
-        job: Job[Any] | None = None,
-        unique_skipped_as_duplicate: bool = False,
-        *,
-        _make: Callable[[], Job[Any]] | None = None,
-    ) -> None:
-        if job is None and _make is None:
-            raise TypeError("InsertResult needs a job")
-        self._job = job
-        # The COPY path builds its Job on first access: a 100k batch whose results are
-        # not read costs no Job objects.
-        self._make = _make
+    def __init__(self, job: Job[Any], unique_skipped_as_duplicate: bool = False) -> None:
+        self._job: Job[Any] | None = job
+        self._record: tuple[Any, ...] | None = None
+        self._params: InsertParams | None = None
         self.unique_skipped_as_duplicate = unique_skipped_as_duplicate
+
+    @classmethod
+    def _copied(cls, record: tuple[Any, ...], params: InsertParams) -> InsertResult:
+        # The COPY path builds its Job on first access, from the row it copied: a 100k
+        # batch whose results are not read costs no Job objects.
+        self = cls.__new__(cls)
+        self._job = None
+        self._record = record
+        self._params = params
+        self.unique_skipped_as_duplicate = False
+        return self
 
     @property
     def job(self) -> Job[Any]:
         """The inserted job, or the existing one when the insert was a unique duplicate."""
         if self._job is None:
-            assert self._make is not None
-            self._job = self._make()
-            self._make = None
+            assert self._record is not None and self._params is not None
+            self._job = _copied_job(self._record, self._params)
+            self._record = self._params = None
         return self._job
 
     def __eq__(self, other: object) -> bool:
@@ -174,30 +180,64 @@ async def insert_many(
     """
     if copy_threshold is None:
         copy_threshold = COPY_THRESHOLD
+    prefetched: asyncio.Future[Any] | None = None
+    if len(items) >= max(copy_threshold, PREFETCH_IDS_FROM):
+        # A big batch: the database draws its ids (on the other core) while the batch
+        # is validated and encoded here. Drawing ids writes no row; a batch refused
+        # below leaves a gap in the sequence, as a rolled back insert does.
+        prefetched = asyncio.ensure_future(_next_ids(conn, driver, len(items), [], []))
+        await asyncio.sleep(0)  # let it be sent
+    try:
+        return await _insert_built(conn, driver, items, copy_threshold, prefetched)
+    finally:
+        if prefetched is not None:
+            # Whatever happened, the connection is not free before it has answered.
+            await _settle(prefetched)
+
+
+async def _insert_built(
+    conn: Any,
+    driver: Driver,
+    items: Sequence[JobArgs | tuple[JobArgs, InsertOpts | None]],
+    copy_threshold: int,
+    prefetched: asyncio.Future[Any] | None,
+) -> list[InsertResult]:
     params = []
+    any_unique = False
     with _gc_paused(len(items)):
         for item in items:
             if isinstance(item, tuple):
                 if len(item) != 2:
                     raise TypeError("insert_many items are JobArgs or (JobArgs, InsertOpts) pairs")
-                params.append(build_insert_params(item[0], item[1]))
+                p = build_insert_params(item[0], item[1])
             else:
-                params.append(build_insert_params(item, None))
+                p = build_insert_params(item, None)
+            if p.unique_key is not None:
+                any_unique = True
+            params.append(p)
     if not params:
         return []
-    send, index = _dedupe(params)
-    plain = [i for i, p in enumerate(send) if p.unique_key is None]
     try:
+        if not any_unique:
+            # Nothing to collapse or to route through ON CONFLICT: one statement or
+            # COPY, results in input order.
+            if len(params) < copy_threshold:
+                return await _insert_unnest(conn, driver, params)
+            return await _insert_copy(conn, driver, params, prefetched)
+        send, index = _dedupe(params)
+        plain = [i for i, p in enumerate(send) if p.unique_key is None]
         if len(plain) < copy_threshold:
+            if prefetched is not None:
+                await _settle(prefetched)  # the connection is busy until it answers
             results = await _insert_unnest(conn, driver, send)
-        elif len(plain) == len(send):
-            results = await _insert_copy(conn, driver, send)
         else:
             # Plain jobs by COPY, unique ones (which need ON CONFLICT) in one statement;
             # one transaction, so the batch stays all or nothing.
             unique = [i for i, p in enumerate(send) if p.unique_key is not None]
+            if prefetched is not None:
+                await _settle(prefetched)  # the connection is busy until it answers
             async with _atomic(conn):
-                copied = await _insert_copy(conn, driver, [send[i] for i in plain])
+                copied = await _insert_copy(conn, driver, [send[i] for i in plain], prefetched)
                 stated = await _insert_unnest(conn, driver, [send[i] for i in unique])
             merged: list[InsertResult | None] = [None] * len(send)
             for i, r in zip(plain, copied, strict=True):
@@ -277,57 +317,86 @@ def _atomic(conn: Any) -> contextlib.AbstractAsyncContextManager[Any]:
     return cast("contextlib.AbstractAsyncContextManager[Any]", conn.transaction())
 
 
-async def _insert_copy(conn: Any, driver: Driver, send: list[InsertParams]) -> list[InsertResult]:
+async def _next_ids(
+    conn: Any, driver: Driver, n: int, queues: list[str], first_at: list[datetime | None]
+) -> Any:
+    return await conn.fetchrow(driver.sql["job_next_ids"], n, driver.job_sequence, queues, first_at)
+
+
+async def _settle(fut: asyncio.Future[Any]) -> None:
+    """Wait for a statement already sent, whatever its end: cancelling it could abort the
+    caller's transaction, and the connection is not free before it has answered."""
+    with contextlib.suppress(Exception):
+        await fut
+
+
+async def _insert_copy(
+    conn: Any,
+    driver: Driver,
+    send: list[InsertParams],
+    prefetched: asyncio.Future[Any] | None = None,
+) -> list[InsertResult]:
     """COPY with ids drawn from the sequence first, so the results need no read-back.
 
     Two round trips (plus BEGIN/COMMIT outside a transaction): ids, clock and wake-ups
-    in one statement, then the COPY.
+    in one statement, then the COPY. A big batch drew its ids (``prefetched``, at
+    least ``len(send)`` of them, no wake-ups) while it was being validated; its
+    wake-ups follow the COPY.
     """
     # Per queue, the earliest scheduled_at (None: now) decides whether it gets a wake-up.
     first_at: dict[str, datetime | None] = {}
     for p in send:
-        if p.queue not in first_at:
-            first_at[p.queue] = p.scheduled_at
+        q, at = p.queue, p.scheduled_at
+        if q not in first_at:
+            first_at[q] = at
         else:
-            prev = first_at[p.queue]
-            if prev is not None and (p.scheduled_at is None or p.scheduled_at < prev):
-                first_at[p.queue] = p.scheduled_at
+            prev = first_at[q]
+            if prev is not None and (at is None or at < prev):
+                first_at[q] = at
     queues = sorted(first_at)
+    if prefetched is not None:
+        head = await prefetched
     async with _atomic(conn):
-        head = await conn.fetchrow(
-            driver.sql["job_next_ids"],
-            len(send),
-            driver.job_sequence,
-            queues,
-            [first_at[q] for q in queues],
-        )
+        if prefetched is None:
+            head = await _next_ids(conn, driver, len(send), queues, [first_at[q] for q in queues])
         ids: list[int] = head["ids"]
+        ids.sort()  # ascending, so the batch keeps its order in the claim; linear when sorted
         now = head["now"]
         records = []
         results = []
+        new_result = InsertResult._copied
         with _gc_paused(len(send)):
-            for job_id, p in zip(ids, send, strict=True):
-                at = p.scheduled_at or now
-                state = _SCHEDULED if at > now else _AVAILABLE
-                records.append(
-                    (
-                        job_id,
-                        p.encoded_args,
-                        p.kind,
-                        p.max_attempts,
-                        p.metadata,
-                        p.priority,
-                        p.queue,
-                        at,
-                        now,
-                        state,
-                        p.tags,
-                    )
+            for job_id, p in zip(ids, send, strict=False):
+                at = p.scheduled_at
+                if at is None:
+                    at = now
+                    state = _AVAILABLE
+                else:
+                    state = _SCHEDULED if at > now else _AVAILABLE
+                rec = (
+                    job_id,
+                    p.encoded_args,
+                    p.kind,
+                    p.max_attempts,
+                    p.metadata,
+                    p.priority,
+                    p.queue,
+                    at,
+                    now,
+                    state,
+                    p.tags,
                 )
-                results.append(InsertResult(_make=partial(_copied_job, job_id, p, at, now, state)))
+                records.append(rec)
+                results.append(new_result(rec, p))
+        if len(records) != len(send):  # pragma: no cover - the database gave too few ids
+            raise RuntimeError(f"asked for {len(send)} job ids, got {len(ids)}")
         await conn.copy_records_to_table(
             "river_job", schema_name=driver.schema, columns=_COPY_COLUMNS, records=records
         )
+        if prefetched is not None:
+            due = [q for q in queues if first_at[q] is None or first_at[q] <= now]
+            if due:
+                await conn.execute(driver.sql["job_notify_queues"], due)
     return results
 
 
@@ -352,18 +421,19 @@ _AVAILABLE = JobState.AVAILABLE.value
 _SCHEDULED = JobState.SCHEDULED.value
 
 
-def _copied_job(job_id: int, p: InsertParams, at: datetime, now: datetime, state: str) -> Job[Any]:
+def _copied_job(record: tuple[Any, ...], p: InsertParams) -> Job[Any]:
+    """The Job of a row the COPY path wrote (a record in ``_COPY_COLUMNS`` order)."""
     return Job(
-        id=job_id,
+        id=record[0],
         args=p.args,
         kind=p.kind,
         queue=p.queue,
-        state=JobState(state),
+        state=JobState(record[9]),
         priority=p.priority,
         attempt=0,
         max_attempts=p.max_attempts,
-        scheduled_at=at,
-        created_at=now,
+        scheduled_at=record[7],
+        created_at=record[8],
         tags=list(p.tags),
         metadata=msgspec.json.decode(p.metadata) if p.metadata != "{}" else {},
     )

@@ -77,15 +77,13 @@ SELECT count(pg_notify({insert_channel}, json_build_object('queue', q)::text))
 FROM unnest($1::text[]) AS q;
 
 -- name: job_next_ids
--- The COPY fast path's one statement before the COPY: ids (ascending, so the batch
--- keeps its order in the claim query), the database's clock, and the wake-ups. $3
--- are the batch's queues and $4 the earliest scheduled_at of each (NULL: now); a
--- queue whose first job is due is notified. NOTIFY is delivered at commit, so it may
--- precede the rows it announces inside the transaction.
+-- The COPY fast path's one statement before the COPY: $1 ids, the database's clock,
+-- and the wake-ups. $3 are the batch's queues and $4 the earliest scheduled_at of each
+-- (NULL: now); a queue whose first job is due is notified. NOTIFY is delivered at
+-- commit, so it may precede the rows it announces inside the transaction. The caller
+-- sorts the ids (an ORDER BY here cost a quarter of the statement's time).
 SELECT
-    (SELECT array_agg(s.id ORDER BY s.id)
-        FROM (SELECT nextval($2::regclass) AS id FROM generate_series(1, $1::int)) AS s
-    ) AS ids,
+    (SELECT array_agg(nextval($2::regclass)) FROM generate_series(1, $1::int)) AS ids,
     now() AS now,
     (SELECT count(pg_notify({insert_channel}, json_build_object('queue', q.queue)::text))
         FROM unnest($3::text[], $4::timestamptz[]) AS q(queue, first_at)

@@ -52,7 +52,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -505,7 +505,7 @@ def _as_run(params: InsertParams, periodic_id: str, run_at: datetime) -> InsertP
     metadata: dict[str, Any] = msgspec.json.decode(params.metadata) if params.metadata else {}
     metadata["river:periodic_job_id"] = periodic_id
     metadata["pyriver:periodic_run_at"] = _utc_text(run_at)
-    return replace(
+    return msgspec.structs.replace(
         params,
         metadata=msgspec.json.encode(metadata).decode(),
         unique_key=periodic_unique_key(periodic_id, run_at),

@@ -47,9 +47,9 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[Paths]:
     spy = Paths()
     copy, unnest = _insert._insert_copy, _insert._insert_unnest
 
-    async def spy_copy(conn: Any, driver: Any, send: list[Any]) -> Any:
+    async def spy_copy(conn: Any, driver: Any, send: list[Any], *rest: Any) -> Any:
         spy.calls.append(("copy", len(send)))
-        return await copy(conn, driver, send)
+        return await copy(conn, driver, send, *rest)
 
     async def spy_unnest(conn: Any, driver: Any, send: list[Any]) -> Any:
         spy.calls.append(("unnest", len(send)))
@@ -263,3 +263,40 @@ async def test_insert_many_in_a_rolled_back_transaction(db: str, pool: asyncpg.P
         await asyncio.sleep(0.1)
         assert listener.messages == [{"queue": "default"}]
     assert await count_rows(pool) == 1
+
+
+async def test_a_bad_item_in_a_big_batch_leaves_the_callers_transaction_usable(
+    pool: asyncpg.Pool,
+) -> None:
+    # A batch this big asks for its ids before it is validated: a refused item must
+    # neither write anything nor abort (or leave busy) the caller's transaction.
+    client = Client(pool)
+    n = _insert.PREFETCH_IDS_FROM + 500
+    bad: list[Any] = [Item(n=i) for i in range(n)]
+    bad.append(Other(text="nul \x00 here"))
+    async with pool.acquire() as c, c.transaction():
+        with pytest.raises(InvalidArgsError):
+            await client.insert_many(bad, conn=c)
+        assert await c.fetchval("SELECT count(*) FROM river_job") == 0
+        results = await client.insert_many(bad[:-1], conn=c)
+    assert await count_rows(pool) == n
+    assert [r.job.args.n for r in results] == list(range(n))
+
+
+@pytest.mark.parametrize(
+    ("plain", "unique_n"), [(_insert.PREFETCH_IDS_FROM + 10, 10), (10, _insert.PREFETCH_IDS_FROM)]
+)
+async def test_big_batches_with_unique_jobs(pool: asyncpg.Pool, plain: int, unique_n: int) -> None:
+    # Big batches take the prefetching path whatever their mix: mostly plain (COPY and
+    # one statement in a transaction) or mostly unique (one statement).
+    client = Client(pool)
+    uniq = InsertOpts(unique=UniqueOpts(by_args=True))
+    items: list[Any] = [Item(n=i) for i in range(plain)]
+    items += [(Item(n=-i), uniq) for i in range(unique_n)]
+    items.append((Item(n=0), uniq))  # the duplicate of the first unique item
+    results = await client.insert_many(items)
+    assert len(results) == plain + unique_n + 1
+    assert results[-1].unique_skipped_as_duplicate
+    assert results[-1].job.id == results[plain].job.id
+    assert await count_rows(pool) == plain + unique_n
+    assert len({r.job.id for r in results}) == plain + unique_n
