@@ -532,18 +532,20 @@ class Client:
         if any(p.running for p in self._producers.values()):
             for p in self._producers.values():
                 p.cancel_running()
-            tasks = [t for p in self._producers.values() for t in p.running.values()]
-            _, pending = await asyncio.wait(tasks, timeout=self.hard_stop_timeout)
-            if pending:
+            waiting = asyncio.gather(*(p.wait_jobs() for p in self._producers.values()))
+            try:
+                await asyncio.wait_for(waiting, self.hard_stop_timeout)
+            except TimeoutError:
                 for p in self._producers.values():
-                    for job_id, task in p.running.items():
-                        if task in pending:
-                            log.error(
-                                "job %d (kind %r) ignores cancellation; it is abandoned "
-                                "still running and will be rescued",
-                                job_id,
-                                p.job_names.get(job_id),
-                            )
+                    for job_id, kind in p.job_names.items():
+                        log.error(
+                            "job %d (kind %r) ignores cancellation; it is abandoned "
+                            "still running and will be rescued",
+                            job_id,
+                            kind,
+                        )
+        for p in self._producers.values():
+            p.close()
         if self._completer is not None:
             try:
                 await asyncio.wait_for(self._completer.stop(), max(self.hard_stop_timeout, 5.0))

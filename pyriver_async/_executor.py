@@ -154,8 +154,12 @@ class Executor:
             return dt
         return self._job_timeout
 
-    async def execute(self, rec: asyncpg.Record) -> Outcome:
-        """Run the claimed row ``rec`` to its end; never raises (except BaseExceptions)."""
+    async def execute(self, rec: asyncpg.Record, task: asyncio.Task[Any] | None = None) -> Outcome:
+        """Run the claimed row ``rec`` to its end; never raises (except BaseExceptions).
+
+        ``task`` is the task running it (default: the current one), which the job's
+        timeout cancels.
+        """
         started = datetime.now(UTC)
         job_id: int = rec[0]
         kind: str = rec[2]
@@ -192,8 +196,10 @@ class Executor:
         # One timer per job that cancels its task (cheaper on the hot path than
         # asyncio.timeout's context manager); the reason tells the cancellations apart.
         expiry = None
-        task = asyncio.current_task() if timeout is not None else None
-        if task is not None and timeout is not None:
+        if timeout is not None:
+            if task is None:
+                task = asyncio.current_task()
+            assert task is not None
             expiry = asyncio.get_running_loop().call_later(
                 timeout.total_seconds(), self._expire, job_id, task
             )

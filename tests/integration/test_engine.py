@@ -24,7 +24,7 @@ from pyriver_async import (
     Workers,
 )
 from pyriver_async._events import Subscription
-from tests._support import next_event
+from tests._support import events_for, next_event
 
 
 class Noop(JobArgs, kind="engine_noop"):
@@ -663,14 +663,84 @@ async def test_a_job_cancelled_before_its_first_step_frees_its_slot(
             self.cancel_job(job_id)  # before the job's task has taken a step
 
     monkeypatch.setattr(Producer, "_fetch", fetch_then_cancel)
-    client = make_client(queues={"default": QueueConfig(max_workers=3)}, soft_stop_timeout=30)
+    client = make_client(queues={"default": QueueConfig(max_workers=1)}, soft_stop_timeout=30)
     async with client:
         sub = client.subscribe()
-        res = await client.insert(Noop())
-        ev = await next_event(sub, res.job.id)
-        assert ev.state == "cancelled"
-        assert client.running_jobs == {}
+        # The first job goes to a worker coroutine not started yet, the second to the
+        # same one, idle, waiting for its next job.
+        ids = []
+        for _ in range(2):
+            res = await client.insert(Noop())
+            ev = await next_event(sub, res.job.id)
+            assert ev.state == "cancelled"
+            assert client.running_jobs == {}
+            ids.append(res.job.id)
         t0 = asyncio.get_running_loop().time()
     assert asyncio.get_running_loop().time() - t0 < 5  # stop() had nothing to wait for
-    r = await row(pool, res.job.id)
-    assert r["state"] == "cancelled" and r["finalized_at"] is not None
+    for job_id in ids:
+        r = await row(pool, job_id)
+        assert r["state"] == "cancelled" and r["finalized_at"] is not None
+
+
+class SelfCancel(JobArgs, kind="engine_self_cancel"):
+    pass
+
+
+def worker_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("pyriver-worker-")]
+
+
+async def test_one_worker_coroutine_goes_on_after_every_way_a_job_ends(
+    pool: asyncpg.Pool, make_client: ClientFactory, rec: Recorder, workers: Workers
+) -> None:
+    # Jobs run on long-lived worker coroutines: a timeout, a cancel, a job cancelling
+    # itself, an error... must each leave the coroutine able to run the next job.
+    @workers.register(SelfCancel)
+    async def self_cancel(ctx: JobContext, job: Job[SelfCancel]) -> None:
+        await ctx.client.cancel(ctx.job_id)
+
+    client = make_client(queues={"default": QueueConfig(max_workers=1)})
+    async with client:
+        sub = client.subscribe()
+
+        async def outcome(args: JobArgs) -> str:
+            res = await client.insert(args)
+            return (await next_event(sub, res.job.id)).state
+
+        assert await outcome(Sleepy(seconds=30)) == "retryable"  # timed out
+        res = await client.insert(Gate(name="g"))
+        await asyncio.wait_for(rec.started["g"].wait(), 10)
+        await client.cancel(res.job.id)
+        assert (await next_event(sub, res.job.id)).state == "cancelled"
+        assert await outcome(SelfCancel()) in ("cancelled", "completed")
+        assert await outcome(Cancel()) == "cancelled"
+        assert await outcome(Fail()) == "retryable"
+        done = await client.insert_many([Noop(n=i) for i in range(50)])
+        for r in done:
+            assert (await next_event(sub, r.job.id)).state == "completed"
+        assert len(worker_tasks()) == 1  # one coroutine ran all of them
+    assert worker_tasks() == []
+
+
+class CountWorkers(JobArgs, kind="engine_count_workers"):
+    pass
+
+
+async def test_worker_coroutines_never_exceed_max_workers(
+    pool: asyncpg.Pool, make_client: ClientFactory, workers: Workers
+) -> None:
+    counts: list[int] = []
+
+    @workers.register(CountWorkers)
+    async def count(ctx: JobContext, job: Job[CountWorkers]) -> None:
+        counts.append(len(worker_tasks()))
+        await asyncio.sleep(0)
+
+    client = make_client(queues={"default": QueueConfig(max_workers=7)})
+    async with client:
+        sub = client.subscribe()
+        for _ in range(3):
+            results = await client.insert_many([CountWorkers() for _ in range(300)])
+            await events_for(sub, {r.job.id for r in results}, timeout=30)
+    assert len(counts) == 900
+    assert max(counts) == 7  # a backlog keeps every slot busy, and no more exist
