@@ -546,6 +546,8 @@ class Client:
                         )
         for p in self._producers.values():
             p.close()
+        if self._executor is not None:
+            self._executor.close()
         if self._completer is not None:
             try:
                 await asyncio.wait_for(self._completer.stop(), max(self.hard_stop_timeout, 5.0))

@@ -63,25 +63,27 @@ def decode_metadata(raw: str | None) -> dict[str, Any]:
 
 def job_from_record(rec: asyncpg.Record, args: Any) -> Job[Any]:
     """Build a Job from a row of JOB_COLUMNS, with ``args`` already decoded."""
+    errors = rec[13]
+    metadata = rec[14]
     return Job(
-        id=rec[0],
-        args=args,
-        kind=rec[2],
-        queue=rec[3],
-        state=_STATES[rec[4]],
-        priority=rec[5],
-        attempt=rec[6],
-        max_attempts=rec[7],
-        scheduled_at=rec[8],
-        created_at=rec[9],
-        attempted_at=rec[10],
-        finalized_at=rec[11],
-        attempted_by=rec[12] or [],
-        errors=decode_errors(rec[13]),
-        metadata=decode_metadata(rec[14]),
-        tags=rec[15] or [],
-        unique_key=rec[16],
-        unique_states=rec[17],
+        rec[0],  # id
+        args,
+        rec[2],  # kind
+        rec[3],  # queue
+        _STATES[rec[4]],
+        rec[5],  # priority
+        rec[6],  # attempt
+        rec[7],  # max_attempts
+        rec[8],  # scheduled_at
+        rec[9],  # created_at
+        rec[10],  # attempted_at
+        rec[11],  # finalized_at
+        rec[12] or [],  # attempted_by
+        decode_errors(errors) if errors else [],
+        decode_metadata(metadata) if metadata and metadata != "{}" else {},
+        rec[15] or [],  # tags
+        rec[16],  # unique_key
+        rec[17],  # unique_states
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import traceback
 from collections.abc import Callable
@@ -82,8 +83,83 @@ def _job_logger_factory(
     )
 
 
+class _TimeoutQueue:
+    """The running jobs that share one timeout, expired by a single loop timer.
+
+    Arming and cancelling a timer per job cost ~2 us with uvloop, a sixth of the
+    engine's CPU per no-op job. Jobs with the same timeout expire in the order they
+    started, so they wait in a FIFO of ``[deadline, job_id, task]`` entries with one
+    timer armed at the head's deadline; a job that ends blanks its entry (task None),
+    and blank entries are dropped from the head as they come, or all at once when
+    they outnumber the live ones (a long job at the head holds the others back).
+    """
+
+    __slots__ = ("entries", "expire", "live", "loop", "seconds", "timer")
+
+    def __init__(
+        self,
+        seconds: float,
+        loop: asyncio.AbstractEventLoop,
+        expire: Callable[[int, asyncio.Task[Any]], None],
+    ) -> None:
+        self.seconds = seconds
+        self.loop = loop
+        self.expire = expire
+        self.entries: collections.deque[list[Any]] = collections.deque()
+        self.live = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, job_id: int, task: asyncio.Task[Any]) -> list[Any]:
+        entry: list[Any] = [self.loop.time() + self.seconds, job_id, task]
+        self.entries.append(entry)
+        self.live += 1
+        if self.timer is None:
+            self.timer = self.loop.call_at(entry[0], self._fire)
+        return entry
+
+    def finish(self, entry: list[Any]) -> None:
+        if entry[2] is None:
+            return  # expired: _fire took it off
+        entry[2] = None
+        self.live -= 1
+        entries = self.entries
+        while entries and entries[0][2] is None:
+            entries.popleft()
+        # The timer stays armed when the last job ends (a no-op job ends in the step it
+        # started: cancelling would cost a timer per job again); it fires once, finds
+        # nothing, and is not re-armed. close() cancels it.
+        if len(entries) > 2 * self.live + 1024:
+            self.entries = collections.deque(e for e in entries if e[2] is not None)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _fire(self) -> None:
+        self.timer = None
+        entries = self.entries
+        now = self.loop.time()
+        while entries:
+            entry = entries[0]
+            task = entry[2]
+            if task is not None:
+                if entry[0] > now:
+                    break
+                entry[2] = None
+                self.live -= 1
+                self.expire(entry[1], task)
+            entries.popleft()
+        if entries:
+            self.timer = self.loop.call_at(entries[0][0], self._fire)
+
+
 class Executor:
     """Runs jobs for one client. Holds no queue state: the producer owns slots."""
+
+    # Distinct timeouts that get a shared timer; a job with yet another timeout (say,
+    # computed from its args) gets a timer of its own.
+    MAX_TIMEOUT_QUEUES = 64
 
     def __init__(
         self,
@@ -98,6 +174,13 @@ class Executor:
         self._job_timeout = job_timeout
         self._retry_policy = retry_policy
         self.cancel_reasons: dict[int, str] = {}
+        self._timeouts: dict[float, _TimeoutQueue] = {}
+
+    def close(self) -> None:
+        """Cancel the shared timeout timers (the client stopped; its jobs have ended)."""
+        for tq in self._timeouts.values():
+            tq.close()
+        self._timeouts.clear()
 
     def _failure(
         self,
@@ -195,14 +278,23 @@ class Executor:
         )
         # One timer per job that cancels its task (cheaper on the hot path than
         # asyncio.timeout's context manager); the reason tells the cancellations apart.
-        expiry = None
+        expiry: list[Any] | None = None
+        own_timer: asyncio.TimerHandle | None = None
         if timeout is not None:
             if task is None:
                 task = asyncio.current_task()
             assert task is not None
-            expiry = asyncio.get_running_loop().call_later(
-                timeout.total_seconds(), self._expire, job_id, task
-            )
+            seconds = timeout.total_seconds()
+            tq = self._timeouts.get(seconds)
+            if tq is None and len(self._timeouts) < self.MAX_TIMEOUT_QUEUES:
+                tq = _TimeoutQueue(seconds, asyncio.get_running_loop(), self._expire)
+                self._timeouts[seconds] = tq
+            if tq is not None:
+                expiry = tq.add(job_id, task)
+            else:
+                own_timer = asyncio.get_running_loop().call_later(
+                    seconds, self._expire, job_id, task
+                )
         try:
             await reg.work(ctx, job)
         except JobSnooze as snooze:
@@ -251,6 +343,8 @@ class Executor:
             )
         finally:
             if expiry is not None:
-                expiry.cancel()
+                tq.finish(expiry)  # type: ignore[union-attr]
+            elif own_timer is not None:
+                own_timer.cancel()
             self.cancel_reasons.pop(job_id, None)
         return Outcome(job_id, job.attempt, "completed", job.queue)

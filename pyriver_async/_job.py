@@ -43,8 +43,12 @@ class AttemptError(msgspec.Struct, frozen=True):
     trace: str = ""
 
 
-class Job(msgspec.Struct, Generic[ArgsT], kw_only=True):
-    """A job row. ``args`` is the decoded msgspec Struct of the job's kind."""
+class Job(msgspec.Struct, Generic[ArgsT]):
+    """A job row. ``args`` is the decoded msgspec Struct of the job's kind.
+
+    Build one with keywords; positional arguments follow the fields' order below
+    (the engine builds a Job per claimed row that way: four times cheaper).
+    """
 
     id: int
     args: ArgsT

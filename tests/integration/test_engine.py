@@ -377,9 +377,14 @@ async def test_client_cancel_of_waiting_job_is_immediate(
     assert job.state == "cancelled" and job.finalized_at is not None
 
 
+@pytest.mark.parametrize("timers", ["shared", "own"])
 async def test_timeout_cancels_the_job_and_records_an_error(
-    pool: asyncpg.Pool, make_client: ClientFactory
+    pool: asyncpg.Pool, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch, timers: str
 ) -> None:
+    from pyriver_async._executor import Executor
+
+    if timers == "own":  # more distinct timeouts than shared timers: one timer per job
+        monkeypatch.setattr(Executor, "MAX_TIMEOUT_QUEUES", 0)
     client = make_client()
     async with client:
         sub = client.subscribe()
