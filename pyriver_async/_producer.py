@@ -300,6 +300,8 @@ class Producer:
         loop = asyncio.get_running_loop()
         while True:
             if slot.rec is None:
+                if self._closing:
+                    return  # a job that ignored the shutdown has ended at last
                 slot.waiter = loop.create_future()
                 self._idle.append(slot)
                 try:

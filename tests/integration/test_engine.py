@@ -539,7 +539,10 @@ async def test_job_ignoring_cancellation_does_not_wedge_shutdown(
     await asyncio.wait_for(client.stop_and_cancel(), 5)
     assert loop.time() - t0 < 3
     assert "ignores cancellation" in caplog.text and str(res.job.id) in caplog.text
+    (abandoned,) = worker_tasks()
     finish.set()
+    await asyncio.wait_for(abandoned, 5)  # once its job ends, its worker ends too
+    assert worker_tasks() == []
 
 
 async def test_no_task_outlives_stop(pool: asyncpg.Pool, make_client: ClientFactory) -> None:
