@@ -112,6 +112,10 @@ class Client:
       ``dead_client_after`` (30 s), retention of ``completed``/``cancelled``/
       ``discarded`` jobs (24 h / 24 h / 7 days; 0 keeps them for ever) and
       ``periodic_jobs``: maintenance, run by the elected leader.
+    - ``vacuum_dead_tuples`` (default 100,000; 0: off): the leader VACUUMs the job
+      table once more than this many (and more than 20 % of its live rows) dead row
+      versions pile up, which autovacuum leaves for up to a minute on a busy queue
+      while every claim walks past them (see ``pyriver_async._maintenance.vacuumer``).
     - ``pool_max_size``: size of the pool the client makes from a DSN (default 10).
     """
 
@@ -139,6 +143,7 @@ class Client:
         discarded_job_retention: timedelta | float = 7 * 86400.0,
         periodic_jobs: Sequence[PeriodicJob] = (),
         leader_ttl: timedelta | float = 15.0,
+        vacuum_dead_tuples: int = 100_000,
         maintenance: bool = True,
         pool_max_size: int = 10,
         check_schema: bool = True,
@@ -198,6 +203,11 @@ class Client:
             "discarded": _seconds(discarded_job_retention, "discarded_job_retention"),
         }
         self.leader_ttl = _seconds(leader_ttl, "leader_ttl")
+        if isinstance(vacuum_dead_tuples, bool) or not isinstance(vacuum_dead_tuples, int):
+            raise ConfigError(f"vacuum_dead_tuples must be an int, got {vacuum_dead_tuples!r}")
+        if vacuum_dead_tuples < 0:
+            raise ConfigError("vacuum_dead_tuples must be 0 (off) or positive")
+        self.vacuum_dead_tuples = vacuum_dead_tuples
         #: The periodic jobs the leader inserts; ``add`` / ``remove`` work at runtime.
         self.periodic_jobs = PeriodicJobs(periodic_jobs)
         self._maintenance_enabled = maintenance

@@ -247,3 +247,19 @@ WHERE name = ANY(ARRAY(
         FOR UPDATE SKIP LOCKED
     ))
     AND updated_at < now() - make_interval(secs => $1::float8);
+
+-- ---------------------------------------------------------------- vacuumer
+
+-- name: maint_job_table_dead_tuples
+-- Live and dead row versions of the job table (cumulative statistics, which lag by
+-- up to a second), and whether this role may VACUUM it (owner, or a member of the
+-- owning role; superusers are members of every role).
+SELECT s.n_live_tup, s.n_dead_tup, pg_has_role(c.relowner, 'USAGE') AS can_vacuum
+FROM pg_class AS c
+JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.oid = '{schema}.river_job'::regclass;
+
+-- name: maint_vacuum_jobs
+-- SKIP_LOCKED: when autovacuum (or anyone) is already vacuuming the table, there is
+-- nothing to wait for. ANALYZE keeps the planner's view of a fast-changing table fresh.
+VACUUM (SKIP_LOCKED, ANALYZE) {schema}.river_job;

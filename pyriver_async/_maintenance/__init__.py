@@ -1,7 +1,7 @@
 """Maintenance: liveness, leader election and the services the leader runs.
 
 One module per service (``heartbeat``, ``queues``, ``leader``, ``scheduler``,
-``rescuer``, ``cleaner``, ``periodic``), all with the start/stop shape of
+``rescuer``, ``cleaner``, ``periodic``, ``vacuumer``), all with the start/stop shape of
 :class:`~.service.Service`, owned by :class:`Maintenance`.
 """
 

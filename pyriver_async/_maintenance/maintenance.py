@@ -2,8 +2,9 @@
 
 Every started client runs the heartbeat (its liveness row), the queue keeper (its
 ``river_queue`` rows) and the leader elector. The client that wins the election also
-runs the scheduler, the rescuer, the cleaner and the periodic enqueuer, until it
-stops leading. :meth:`Maintenance.stop` reads top to bottom as the shutdown order.
+runs the scheduler, the rescuer, the cleaner, the periodic enqueuer and the
+vacuumer, until it stops leading. :meth:`Maintenance.stop` reads top to bottom as
+the shutdown order.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .queues import QueueKeeper
 from .rescuer import Rescuer
 from .scheduler import Scheduler
 from .service import Service
+from .vacuumer import DEFAULT_DEAD_TUPLES, Vacuumer
 
 __all__ = ["ClientSettings", "Maintenance"]
 
@@ -48,6 +50,8 @@ class ClientSettings(Protocol):
     def leader_ttl(self) -> float | None: ...
     @property
     def retention(self) -> Mapping[str, float | None]: ...
+    @property
+    def vacuum_dead_tuples(self) -> int: ...
 
 
 def _positive(value: float | None, default: float, what: str) -> float:
@@ -78,6 +82,7 @@ class Maintenance:
         cleaner_interval: float = 30.0,
         queue_retention: float = 86400.0,
         periodic_max_wait: float = 1.0,
+        vacuumer_interval: float = 5.0,
     ) -> None:
         self.client_id = client.id
         self.periodic_jobs = (
@@ -144,6 +149,12 @@ class Maintenance:
             max_wait=periodic_max_wait,
             catch_up_window=min([CATCH_UP_WINDOW, *kept]),
         )
+        dead_tuples = int(getattr(client, "vacuum_dead_tuples", DEFAULT_DEAD_TUPLES))
+        self.vacuumer = (
+            Vacuumer(pool, driver, dead_tuples=dead_tuples, interval=vacuumer_interval)
+            if dead_tuples > 0
+            else None
+        )
         for service in self.leader_services:
             service.guard = self.elector.is_leader_now
         self._started = False
@@ -154,7 +165,10 @@ class Maintenance:
 
     @property
     def leader_services(self) -> tuple[Service, ...]:
-        return (self.scheduler, self.rescuer, self.cleaner, self.periodic)
+        services: tuple[Service, ...] = (self.scheduler, self.rescuer, self.cleaner, self.periodic)
+        if self.vacuumer is not None:
+            services += (self.vacuumer,)
+        return services
 
     async def start(self) -> None:
         """Start the services every client runs; returns at once."""

@@ -43,6 +43,9 @@ def test_queue_config_refuses_bad_max_workers(max_workers: Any) -> None:
         {"completer_batch_size": 0},
         {"schema": ""},
         {"schema": "x" * 64},
+        {"vacuum_dead_tuples": -1},
+        {"vacuum_dead_tuples": True},
+        {"vacuum_dead_tuples": 1.5},
     ],
     ids=repr,
 )

@@ -1,0 +1,98 @@
+"""The vacuumer: VACUUMs the job table once dead row versions pass its threshold."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from pyriver_async import Client
+from pyriver_async._driver import Driver
+from pyriver_async._maintenance import Maintenance
+from pyriver_async._maintenance.vacuumer import Vacuumer
+
+
+async def make_dead_rows(conn: asyncpg.Connection, n: int) -> None:
+    """``n`` jobs, each updated once (n dead row versions), with the statistics sent."""
+    await conn.execute(
+        "INSERT INTO river_job (kind, args, max_attempts) "
+        "SELECT 'vacuum_test', '{}', 25 FROM generate_series(1, $1::int)",
+        n,
+    )
+    await conn.execute("UPDATE river_job SET priority = priority + 1 WHERE kind = 'vacuum_test'")
+    # Statistics leave a backend at most once a second: send them now.
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+
+
+async def dead_tuples(conn: asyncpg.Connection) -> int:
+    row = await conn.fetchrow(Driver().sql["maint_job_table_dead_tuples"])
+    assert row is not None
+    return int(row["n_dead_tup"])
+
+
+async def test_vacuums_only_past_its_threshold(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    vacuumer = Vacuumer(pool, Driver(), dead_tuples=2000)
+    await make_dead_rows(conn, 1500)
+    assert await dead_tuples(conn) >= 1500
+    assert not await vacuumer.vacuum_if_needed()  # 1,500 dead: below 2,000
+    await make_dead_rows(conn, 1500)
+    assert await dead_tuples(conn) > 2000
+    assert await vacuumer.vacuum_if_needed()
+    assert vacuumer.vacuums == 1
+    assert await dead_tuples(conn) < 100  # the VACUUM removed them and said so
+    assert not await vacuumer.vacuum_if_needed()
+
+
+def test_a_big_table_is_vacuumed_no_more_often_than_autovacuum_would() -> None:
+    vacuumer = Vacuumer(None, Driver(), dead_tuples=100_000)  # type: ignore[arg-type]
+    assert vacuumer.threshold(10_000) == 100_000
+    assert vacuumer.threshold(2_000_000) == 400_000  # 20% of the live rows
+
+
+@pytest.fixture
+async def other_role(db: str) -> AsyncIterator[str]:
+    """A role that may use the job table but does not own it: its URL."""
+    name = f"pyriver_novac_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(db)
+    try:
+        await admin.execute(f"CREATE ROLE {name} LOGIN")
+        await admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name}")
+        yield db.replace("postgres@", f"{name}@", 1)
+    finally:
+        await admin.execute(f"DROP OWNED BY {name}")
+        await admin.execute(f"DROP ROLE {name}")
+        await admin.close()
+
+
+async def test_a_role_that_cannot_vacuum_says_so_once_and_stops_trying(
+    other_role: str, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert "postgres@" not in other_role
+    await make_dead_rows(conn, 500)
+    pool = await asyncpg.create_pool(other_role, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        vacuumer = Vacuumer(pool, Driver(), dead_tuples=10)
+        with caplog.at_level(logging.INFO, logger="pyriver_async.maintenance.vacuumer"):
+            assert not await vacuumer.vacuum_if_needed()
+            assert not await vacuumer.vacuum_if_needed()
+        assert not vacuumer.allowed
+        assert caplog.text.count("cannot VACUUM") == 1
+    finally:
+        await pool.close()
+    assert await dead_tuples(conn) >= 500  # untouched
+
+
+@pytest.mark.parametrize("setting", [100_000, 0])
+def test_the_client_setting_turns_the_service_on_and_off(setting: int) -> None:
+    client = Client("postgresql://unused", vacuum_dead_tuples=setting)
+    m = Maintenance(client, None, Driver())  # type: ignore[arg-type]
+    names = [s.name for s in m.leader_services]
+    assert ("vacuumer" in names) is (setting > 0)
+    if setting:
+        assert m.vacuumer is not None and m.vacuumer.dead_tuples == setting
