@@ -330,7 +330,21 @@ class Executor:
             ).decode()
             return Outcome(job_id, job.attempt, "cancelled", job.queue, error=err)
         except asyncio.CancelledError:
-            reason = self.cancel_reasons.pop(job_id, CancelReason.SHUTDOWN)
+            reason = self.cancel_reasons.pop(job_id, None)
+            if reason is None:
+                if task is None:
+                    task = asyncio.current_task()
+                if task is None or not task.cancelling():
+                    # The job's own code raised it (it awaited something cancelled): a
+                    # failure like any other, not a shutdown to give the attempt back for.
+                    return self._failure(
+                        job,
+                        started,
+                        "CancelledError raised inside the job (its task was not cancelled)",
+                        traceback.format_exc(),
+                        reg,
+                    )
+                reason = CancelReason.SHUTDOWN  # the task was cancelled from outside
             if reason == CancelReason.TIMEOUT and task is not None:
                 task.uncancel()  # handled here: the task goes on to report its outcome
                 return self._failure(

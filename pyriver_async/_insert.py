@@ -181,17 +181,18 @@ async def insert_many(
     if copy_threshold is None:
         copy_threshold = COPY_THRESHOLD
     prefetched: asyncio.Future[Any] | None = None
-    if len(items) >= max(copy_threshold, PREFETCH_IDS_FROM):
-        # A big batch: the database draws its ids (on the other core) while the batch
-        # is validated and encoded here. Drawing ids writes no row; a batch refused
-        # below leaves a gap in the sequence, as a rolled back insert does.
-        prefetched = asyncio.ensure_future(_next_ids(conn, driver, len(items), [], []))
-        await asyncio.sleep(0)  # let it be sent
     try:
+        if len(items) >= max(copy_threshold, PREFETCH_IDS_FROM):
+            # A big batch: the database draws its ids (on the other core) while the
+            # batch is validated and encoded here. Drawing ids writes no row; a batch
+            # refused below leaves a gap in the sequence, as a rolled back insert does.
+            prefetched = asyncio.ensure_future(_next_ids(conn, driver, len(items), [], []))
+            await asyncio.sleep(0)  # let it be sent
         return await _insert_built(conn, driver, items, copy_threshold, prefetched)
     finally:
         if prefetched is not None:
-            # Whatever happened, the connection is not free before it has answered.
+            # Whatever happened (an error, a cancellation), the connection is not free
+            # before the statement has answered.
             await _settle(prefetched)
 
 
@@ -324,10 +325,22 @@ async def _next_ids(
 
 
 async def _settle(fut: asyncio.Future[Any]) -> None:
-    """Wait for a statement already sent, whatever its end: cancelling it could abort the
-    caller's transaction, and the connection is not free before it has answered."""
-    with contextlib.suppress(Exception):
-        await fut
+    """Wait for a statement already sent, whatever its end, and never cancel it:
+    cancelling it could abort the caller's transaction, and the connection is not free
+    before it has answered. A cancellation of the caller waits for it, then goes on."""
+    cancelled = False
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if not fut.cancelled():
+                cancelled = True  # the caller was cancelled, not the statement
+        except Exception:
+            pass
+    if not fut.cancelled():
+        fut.exception()  # retrieved: no "exception was never retrieved" warning
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _insert_copy(
@@ -355,7 +368,8 @@ async def _insert_copy(
                 first_at[q] = at
     queues = sorted(first_at)
     if prefetched is not None:
-        head = await prefetched
+        await _settle(prefetched)  # a cancellation waits for the statement, not cancels it
+        head = prefetched.result()
     async with _atomic(conn):
         if prefetched is None:
             head = await _next_ids(conn, driver, len(send), queues, [first_at[q] for q in queues])

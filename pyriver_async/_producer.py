@@ -41,12 +41,20 @@ log = logging.getLogger("pyriver_async.producer")
 class _Slot:
     """One long-lived worker coroutine and the job it runs (``rec`` None: idle)."""
 
-    __slots__ = ("rec", "task", "waiter")
+    __slots__ = ("rec", "requested", "task", "waiter")
 
     def __init__(self) -> None:
         self.rec: asyncpg.Record | None = None
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None
+        # Cancellations the producer asked for during the current job; any more on the
+        # task came from outside (asyncio.run ending, a task group) and end the slot.
+        self.requested = 0
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.requested += 1
+            self.task.cancel()
 
 
 class Producer:
@@ -114,7 +122,7 @@ class Producer:
         if slot is None or slot.task is None:
             return False
         self._executor.cancel_reasons[job_id] = CancelReason.CANCEL
-        slot.task.cancel()
+        slot.cancel()
         return True
 
     @property
@@ -146,8 +154,7 @@ class Producer:
     def cancel_running(self) -> None:
         for job_id, slot in list(self.running.items()):
             self._executor.cancel_reasons.setdefault(job_id, CancelReason.SHUTDOWN)
-            if slot.task is not None:
-                slot.task.cancel()
+            slot.cancel()
 
     def close(self) -> None:
         """End the idle worker coroutines (after the jobs have ended or been abandoned).
@@ -307,16 +314,17 @@ class Producer:
                 try:
                     await slot.waiter
                 except asyncio.CancelledError:
+                    rec = slot.rec
+                    if rec is not None:
+                        # Handed a job, cancelled before it took its first step.
+                        self._unstarted(rec)
+                        self._release(slot)
                     if self._closing:
                         return
-                    if slot.rec is None:  # pragma: no cover - a stray cancellation
-                        _clear_cancellation(task)
-                        self._idle.remove(slot)
-                        continue
-                    # Handed a job, cancelled before it took its first step.
+                    if rec is None or task.cancelling() > slot.requested:
+                        raise  # cancelled from outside: this worker ends
                     _clear_cancellation(task)
-                    self._unstarted(slot.rec)
-                    self._release(slot)
+                    slot.requested = 0
                     continue
                 finally:
                     slot.waiter = None
@@ -336,20 +344,18 @@ class Producer:
     async def _work(self, slot: _Slot, rec: asyncpg.Record, task: asyncio.Task[None]) -> None:
         try:
             outcome = await self._executor.execute(rec, task)
-        except BaseException:
+        except BaseException as exc:
             # Only a BaseException (KeyboardInterrupt...) gets here; the job is left
-            # running in the database for the rescuer, and this slot ends.
+            # running in the database for the rescuer, and this worker ends.
+            log.error(
+                "job %d (kind %r) ended its worker with %s; the rescuer will retry it",
+                rec[0],
+                rec[2],
+                type(exc).__name__,
+            )
             self._release(slot)
             raise
-        if task.cancelling():
-            # The job was cancelled (its outcome says how), or it cancelled itself and
-            # returned before the cancellation was delivered: either way the slot
-            # goes on, with no cancellation left pending.
-            _clear_cancellation(task)
-            try:
-                await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                _clear_cancellation(task)
+        outside = task.cancelling() > slot.requested
         outcome.attempted_at = rec[10]
         self._completer.add(outcome)
         if outcome.state == "available" and outcome.scheduled_at is not None:
@@ -357,7 +363,21 @@ class Producer:
             delay = (outcome.scheduled_at - datetime.now(UTC)).total_seconds()
             if delay > 0:
                 asyncio.get_running_loop().call_later(delay + 0.001, self.notify)
+        # Released before the pending cancellation is dealt with: a cancel asked from
+        # now on finds no job here.
         self._release(slot)
+        if outside:
+            raise asyncio.CancelledError  # cancelled from outside: this worker ends
+        if slot.requested:
+            # The job was cancelled as asked (its outcome says so), or cancelled itself
+            # through the client and returned before the cancellation was delivered:
+            # clear it, and take a cancellation still pending.
+            _clear_cancellation(task)
+            slot.requested = 0
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                _clear_cancellation(task)
 
     def _release(self, slot: _Slot) -> None:
         rec = slot.rec

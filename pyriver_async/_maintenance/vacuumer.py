@@ -10,14 +10,25 @@ this job on most servers, but it looks at a database once a minute
 queue makes millions of dead rows a minute.
 
 So every ``interval`` (5 s) the leader reads the table's statistics and, when more
-than ``max(dead_tuples, 20% of the live rows)`` row versions are dead, runs
-``VACUUM (SKIP_LOCKED, ANALYZE)`` on it. The 20% keeps it from vacuuming a big table
-(whose indexes every VACUUM reads whole) more often than autovacuum's default would.
-A role that does not own the table cannot vacuum it: the service says so once and
-stops trying. ``Client(vacuum_dead_tuples=0)`` turns it off.
+than ``max(dead_tuples, 20% of the live rows)`` row versions died since the last
+VACUUM left it, runs ``VACUUM (SKIP_LOCKED, ANALYZE)`` on it. The 20% keeps it from
+vacuuming a big table (whose indexes every VACUUM reads whole) more often than
+autovacuum's default would; counting from what the last VACUUM left keeps it from
+vacuuming again and again when old transactions (or a lagging replication slot)
+keep dead rows from being removed.
+
+What it does not do: run with a pool under 4 connections (a VACUUM holds one for
+its whole length, and the notifier holds another); retry soon after a VACUUM was
+cancelled by a ``statement_timeout`` (it waits 10 minutes); vacuum a table its role
+may not (not the table's or the database's owner: it says so once and stops
+trying). Unlike autovacuum, a VACUUM does not give way to DDL: a migration that
+alters ``river_job`` waits for it to end. ``Client(vacuum_dead_tuples=0)`` turns it
+off.
 """
 
 from __future__ import annotations
+
+import time
 
 import asyncpg
 
@@ -28,6 +39,8 @@ __all__ = ["Vacuumer"]
 
 DEFAULT_DEAD_TUPLES = 100_000
 LIVE_FRACTION = 0.2
+MIN_POOL_SIZE = 4
+PAUSE_AFTER_TIMEOUT = 600.0
 
 
 class Vacuumer(Service):
@@ -49,6 +62,9 @@ class Vacuumer(Service):
         self.dead_tuples = dead_tuples
         self.allowed = True
         self.vacuums = 0
+        # Dead row versions the last VACUUM could not remove; new ones count from there.
+        self.left_behind = 0
+        self._paused_until = 0.0
 
     def threshold(self, live: int) -> int:
         """Dead row versions beyond which the table is vacuumed, for ``live`` rows."""
@@ -59,7 +75,14 @@ class Vacuumer(Service):
 
     async def vacuum_if_needed(self) -> bool:
         """Vacuum now when the statistics say so; True when a VACUUM ran."""
-        if not self.allowed:
+        if not self.allowed or time.monotonic() < self._paused_until:
+            return False
+        if self._pool.get_max_size() < MIN_POOL_SIZE:
+            self.allowed = False
+            self.log.info(
+                "the pool has fewer than %d connections: river_job is left to autovacuum",
+                MIN_POOL_SIZE,
+            )
             return False
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(self._driver.sql["maint_job_table_dead_tuples"])
@@ -73,9 +96,26 @@ class Vacuumer(Service):
                 )
                 return False
             live, dead = int(row["n_live_tup"]), int(row["n_dead_tup"])
-            if dead <= self.threshold(live):
+            self.left_behind = min(self.left_behind, dead)
+            if dead - self.left_behind <= self.threshold(live):
                 return False
-            await conn.execute(self._driver.sql["maint_vacuum_jobs"])
+            try:
+                await conn.execute(self._driver.sql["maint_vacuum_jobs"])
+            except asyncpg.QueryCanceledError as exc:
+                self._paused_until = time.monotonic() + PAUSE_AFTER_TIMEOUT
+                self.log.warning(
+                    "VACUUM of river_job was cancelled (%s); trying again in %d minutes",
+                    exc,
+                    PAUSE_AFTER_TIMEOUT // 60,
+                )
+                return False
+            after = await conn.fetchrow(self._driver.sql["maint_job_table_dead_tuples"])
+        self.left_behind = int(after["n_dead_tup"]) if after is not None else 0
         self.vacuums += 1
-        self.log.debug("vacuumed river_job: %d dead row versions, %d live rows", dead, live)
+        self.log.debug(
+            "VACUUM of river_job: %d dead row versions before, %d after, %d live rows",
+            dead,
+            self.left_behind,
+            live,
+        )
         return True

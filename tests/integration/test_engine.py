@@ -658,36 +658,39 @@ async def test_a_retried_outcome_cannot_touch_a_later_claim_with_the_same_attemp
     assert r["state"] == "running" and r["attempted_by"][-1] == "client-b"
 
 
+@pytest.mark.parametrize("worker", ["new", "idle"])
 async def test_a_job_cancelled_before_its_first_step_frees_its_slot(
-    pool: asyncpg.Pool, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch, worker: str
 ) -> None:
     from pyriver_async._producer import Producer
 
     real_fetch = Producer._fetch
+    cancel_after_claim = worker == "new"
 
     async def fetch_then_cancel(self: Producer) -> None:
         await real_fetch(self)
-        for job_id in list(self.running):
-            self.cancel_job(job_id)  # before the job's task has taken a step
+        if cancel_after_claim:
+            for job_id in list(self.running):
+                self.cancel_job(job_id)  # before the job's worker has taken a step
 
     monkeypatch.setattr(Producer, "_fetch", fetch_then_cancel)
     client = make_client(queues={"default": QueueConfig(max_workers=1)}, soft_stop_timeout=30)
     async with client:
         sub = client.subscribe()
-        # The first job goes to a worker coroutine not started yet, the second to the
-        # same one, idle, waiting for its next job.
-        ids = []
-        for _ in range(2):
-            res = await client.insert(Noop())
-            ev = await next_event(sub, res.job.id)
-            assert ev.state == "cancelled"
-            assert client.running_jobs == {}
-            ids.append(res.job.id)
+        if worker == "idle":
+            # One job runs first, so the next is handed to that worker, idle, waiting.
+            first = await client.insert(Noop())
+            assert (await next_event(sub, first.job.id)).state == "completed"
+            assert len(worker_tasks()) == 1
+            cancel_after_claim = True
+        res = await client.insert(Noop())
+        ev = await next_event(sub, res.job.id)
+        assert ev.state == "cancelled"
+        assert client.running_jobs == {}
         t0 = asyncio.get_running_loop().time()
     assert asyncio.get_running_loop().time() - t0 < 5  # stop() had nothing to wait for
-    for job_id in ids:
-        r = await row(pool, job_id)
-        assert r["state"] == "cancelled" and r["finalized_at"] is not None
+    r = await row(pool, res.job.id)
+    assert r["state"] == "cancelled" and r["finalized_at"] is not None
 
 
 class SelfCancel(JobArgs, kind="engine_self_cancel"):
@@ -720,7 +723,13 @@ async def test_one_worker_coroutine_goes_on_after_every_way_a_job_ends(
         await asyncio.wait_for(rec.started["g"].wait(), 10)
         await client.cancel(res.job.id)
         assert (await next_event(sub, res.job.id)).state == "cancelled"
+        # client.cancel() of its own job: cancelled by the control notification if it
+        # comes in first, else it returns (completed) with the cancellation pending;
+        # either way the next job on that worker must not inherit it.
         assert await outcome(SelfCancel()) in ("cancelled", "completed")
+        after = await client.insert(Noop())
+        ev = await next_event(sub, after.job.id)
+        assert ev.state == "completed" and ev.attempt == 1
         assert await outcome(Cancel()) == "cancelled"
         assert await outcome(Fail()) == "retryable"
         done = await client.insert_many([Noop(n=i) for i in range(50)])
@@ -752,3 +761,75 @@ async def test_worker_coroutines_never_exceed_max_workers(
             await events_for(sub, {r.job.id for r in results}, timeout=30)
     assert len(counts) == 900
     assert max(counts) == 7  # a backlog keeps every slot busy, and no more exist
+
+
+class Patient(JobArgs, kind="engine_patient"):
+    seconds: float
+
+
+class RaisesCancelled(JobArgs, kind="engine_raises_cancelled"):
+    pass
+
+
+async def test_a_timeout_of_an_ended_job_never_reaches_the_next_one(
+    pool: asyncpg.Pool, make_client: ClientFactory, workers: Workers
+) -> None:
+    # One worker: a job with a 100 ms timeout ends at once; the next job, with a
+    # longer timeout, runs past the first one's deadline and must complete.
+    @workers.register(Patient, timeout=5)
+    async def patient(ctx: JobContext, job: Job[Patient]) -> None:
+        await asyncio.sleep(job.args.seconds)  # the job's own work
+
+    client = make_client(queues={"default": QueueConfig(max_workers=1)})
+    async with client:
+        sub = client.subscribe()
+        quick = await client.insert(Sleepy(seconds=0))
+        assert (await next_event(sub, quick.job.id)).state == "completed"
+        slow = await client.insert(Patient(seconds=0.3))
+        assert (await next_event(sub, slow.job.id)).state == "completed"
+
+
+async def test_a_cancelled_error_raised_by_the_job_itself_is_a_failure(
+    pool: asyncpg.Pool, make_client: ClientFactory, workers: Workers
+) -> None:
+    # Awaiting something another task cancelled raises CancelledError inside the job
+    # while its own task was not cancelled: an error like any other (it must not be
+    # given back with its attempt restored, which would run it again for ever).
+    @workers.register(RaisesCancelled)
+    async def raises(ctx: JobContext, job: Job[RaisesCancelled]) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.cancel()
+        await fut
+
+    client = make_client()
+    async with client:
+        sub = client.subscribe()
+        res = await client.insert(RaisesCancelled())
+        assert (await next_event(sub, res.job.id)).state == "retryable"
+    job = await client.get(res.job.id)
+    assert job.attempt == 1 and "CancelledError" in job.errors[0].error
+
+
+async def test_workers_cancelled_from_outside_end(
+    pool: asyncpg.Pool, make_client: ClientFactory, rec: Recorder
+) -> None:
+    # What asyncio.run does on its way out (or a task group that fails): cancel every
+    # task. A worker must end, idle or running, or the loop never closes.
+    client = make_client(queues={"default": QueueConfig(max_workers=2)})
+    await client.start()
+    sub = client.subscribe()
+    done = await client.insert_many([Noop(n=1), Noop(n=2)])  # one claim: two workers
+    await events_for(sub, {r.job.id for r in done}, timeout=10)
+    busy = await client.insert(Gate(name="outside"))
+    await asyncio.wait_for(rec.started["outside"].wait(), 10)
+    tasks = worker_tasks()
+    assert len(tasks) == 2  # one idle, one running the gate job
+    for t in tasks:
+        t.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert rec.cancelled == [busy.job.id]
+    assert client.running_jobs == {}
+    await client.stop()
+    r = await row(pool, busy.job.id)
+    assert r["state"] == "available" and r["attempt"] == 0  # given back, attempt restored

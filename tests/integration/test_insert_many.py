@@ -300,3 +300,20 @@ async def test_big_batches_with_unique_jobs(pool: asyncpg.Pool, plain: int, uniq
     assert results[-1].job.id == results[plain].job.id
     assert await count_rows(pool) == plain + unique_n
     assert len({r.job.id for r in results}) == plain + unique_n
+
+
+async def test_a_big_batch_cancelled_while_its_ids_are_drawn(pool: asyncpg.Pool) -> None:
+    # Cancelled right after it sent the statement drawing its ids: it waits for that
+    # statement rather than cancelling it (which would abort the caller's
+    # transaction), writes nothing and leaves the connection usable.
+    client = Client(pool)
+    items = [Item(n=i) for i in range(_insert.PREFETCH_IDS_FROM + 100)]
+    async with pool.acquire() as c, c.transaction():
+        task = asyncio.create_task(client.insert_many(items, conn=c))
+        await asyncio.sleep(0)  # it runs up to its first wait: the ids are on their way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await c.fetchval("SELECT count(*) FROM river_job") == 0
+        assert len(await client.insert_many(items[:10], conn=c)) == 10
+    assert await count_rows(pool) == 10

@@ -74,7 +74,7 @@ async def test_a_role_that_cannot_vacuum_says_so_once_and_stops_trying(
 ) -> None:
     assert "postgres@" not in other_role
     await make_dead_rows(conn, 500)
-    pool = await asyncpg.create_pool(other_role, min_size=1, max_size=1)
+    pool = await asyncpg.create_pool(other_role, min_size=1, max_size=4)
     assert pool is not None
     try:
         vacuumer = Vacuumer(pool, Driver(), dead_tuples=10)
@@ -96,3 +96,35 @@ def test_the_client_setting_turns_the_service_on_and_off(setting: int) -> None:
     assert ("vacuumer" in names) is (setting > 0)
     if setting:
         assert m.vacuumer is not None and m.vacuumer.dead_tuples == setting
+
+
+async def test_a_small_pool_is_left_alone(db: str, conn: asyncpg.Connection) -> None:
+    await make_dead_rows(conn, 500)
+    small = await asyncpg.create_pool(db, min_size=1, max_size=2)
+    assert small is not None
+    try:
+        vacuumer = Vacuumer(small, Driver(), dead_tuples=10)
+        assert not await vacuumer.vacuum_if_needed()
+        assert not vacuumer.allowed  # a VACUUM would hold one of its two connections
+    finally:
+        await small.close()
+
+
+async def test_dead_rows_a_vacuum_cannot_remove_do_not_make_it_vacuum_again(
+    db: str, pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    # An old snapshot keeps the dead rows alive: after one VACUUM, the next counts only
+    # rows that died since, instead of vacuuming again at every pass.
+    holder = await asyncpg.connect(db)
+    try:
+        tr = holder.transaction(isolation="repeatable_read")
+        await tr.start()
+        await holder.fetchval("SELECT count(*) FROM river_job")
+        vacuumer = Vacuumer(pool, Driver(), dead_tuples=1000)
+        await make_dead_rows(conn, 2000)
+        assert await vacuumer.vacuum_if_needed()
+        assert vacuumer.left_behind >= 2000
+        assert not await vacuumer.vacuum_if_needed()
+        await tr.rollback()
+    finally:
+        await holder.close()
