@@ -276,14 +276,15 @@ class Executor:
         ctx = JobContext(
             self._client, job_id, _job_logger_factory(job_id, kind, job.attempt), deadline
         )
-        # One timer per job that cancels its task (cheaper on the hot path than
-        # asyncio.timeout's context manager); the reason tells the cancellations apart.
+        if task is None:
+            task = asyncio.current_task()
+        assert task is not None
+        # A timer cancels the task at the deadline (shared by the jobs with the same
+        # timeout; cheaper on the hot path than asyncio.timeout's context manager); the
+        # reason tells the cancellations apart.
         expiry: list[Any] | None = None
         own_timer: asyncio.TimerHandle | None = None
         if timeout is not None:
-            if task is None:
-                task = asyncio.current_task()
-            assert task is not None
             seconds = timeout.total_seconds()
             tq = self._timeouts.get(seconds)
             if tq is None and len(self._timeouts) < self.MAX_TIMEOUT_QUEUES:
@@ -332,9 +333,7 @@ class Executor:
         except asyncio.CancelledError:
             reason = self.cancel_reasons.pop(job_id, None)
             if reason is None:
-                if task is None:
-                    task = asyncio.current_task()
-                if task is None or not task.cancelling():
+                if not task.cancelling():
                     # The job's own code raised it (it awaited something cancelled): a
                     # failure like any other, not a shutdown to give the attempt back for.
                     return self._failure(
@@ -345,7 +344,7 @@ class Executor:
                         reg,
                     )
                 reason = CancelReason.SHUTDOWN  # the task was cancelled from outside
-            if reason == CancelReason.TIMEOUT and task is not None:
+            if reason == CancelReason.TIMEOUT:
                 task.uncancel()  # handled here: the task goes on to report its outcome
                 return self._failure(
                     job, started, f"job timed out after {timeout} (worker {reg.name})", "", reg

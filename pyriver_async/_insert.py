@@ -218,27 +218,27 @@ async def _insert_built(
             params.append(p)
     if not params:
         return []
+    if prefetched is not None:
+        # The connection is busy until it answers; a cancellation waits for it too.
+        await _settle(prefetched)
     try:
         if not any_unique:
             # Nothing to collapse or to route through ON CONFLICT: one statement or
             # COPY, results in input order.
             if len(params) < copy_threshold:
                 return await _insert_unnest(conn, driver, params)
-            return await _insert_copy(conn, driver, params, prefetched)
+            return await _insert_copy(conn, driver, params, _head(prefetched))
         send, index = _dedupe(params)
         plain = [i for i, p in enumerate(send) if p.unique_key is None]
         if len(plain) < copy_threshold:
-            if prefetched is not None:
-                await _settle(prefetched)  # the connection is busy until it answers
             results = await _insert_unnest(conn, driver, send)
         else:
             # Plain jobs by COPY, unique ones (which need ON CONFLICT) in one statement;
             # one transaction, so the batch stays all or nothing.
             unique = [i for i, p in enumerate(send) if p.unique_key is not None]
-            if prefetched is not None:
-                await _settle(prefetched)  # the connection is busy until it answers
+            head = _head(prefetched)
             async with _atomic(conn):
-                copied = await _insert_copy(conn, driver, [send[i] for i in plain], prefetched)
+                copied = await _insert_copy(conn, driver, [send[i] for i in plain], head)
                 stated = await _insert_unnest(conn, driver, [send[i] for i in unique])
             merged: list[InsertResult | None] = [None] * len(send)
             for i, r in zip(plain, copied, strict=True):
@@ -324,6 +324,11 @@ async def _next_ids(
     return await conn.fetchrow(driver.sql["job_next_ids"], n, driver.job_sequence, queues, first_at)
 
 
+def _head(prefetched: asyncio.Future[Any] | None) -> Any:
+    """The row of ids drawn ahead (its error, if it failed), or None."""
+    return prefetched.result() if prefetched is not None else None
+
+
 async def _settle(fut: asyncio.Future[Any]) -> None:
     """Wait for a statement already sent, whatever its end, and never cancel it:
     cancelling it could abort the caller's transaction, and the connection is not free
@@ -347,13 +352,13 @@ async def _insert_copy(
     conn: Any,
     driver: Driver,
     send: list[InsertParams],
-    prefetched: asyncio.Future[Any] | None = None,
+    head: Any = None,
 ) -> list[InsertResult]:
     """COPY with ids drawn from the sequence first, so the results need no read-back.
 
     Two round trips (plus BEGIN/COMMIT outside a transaction): ids, clock and wake-ups
-    in one statement, then the COPY. A big batch drew its ids (``prefetched``, at
-    least ``len(send)`` of them, no wake-ups) while it was being validated; its
+    in one statement, then the COPY. A big batch drew its ids while it was being
+    validated (``head``: at least ``len(send)`` ids and the clock, no wake-ups); its
     wake-ups follow the COPY.
     """
     # Per queue, the earliest scheduled_at (None: now) decides whether it gets a wake-up.
@@ -367,11 +372,9 @@ async def _insert_copy(
             if prev is not None and (at is None or at < prev):
                 first_at[q] = at
     queues = sorted(first_at)
-    if prefetched is not None:
-        await _settle(prefetched)  # a cancellation waits for the statement, not cancels it
-        head = prefetched.result()
+    drawn_ahead = head is not None
     async with _atomic(conn):
-        if prefetched is None:
+        if head is None:
             head = await _next_ids(conn, driver, len(send), queues, [first_at[q] for q in queues])
         ids: list[int] = head["ids"]
         ids.sort()  # ascending, so the batch keeps its order in the claim; linear when sorted
@@ -407,7 +410,7 @@ async def _insert_copy(
         await conn.copy_records_to_table(
             "river_job", schema_name=driver.schema, columns=_COPY_COLUMNS, records=records
         )
-        if prefetched is not None:
+        if drawn_ahead:
             due = [q for q in queues if first_at[q] is None or first_at[q] <= now]
             if due:
                 await conn.execute(driver.sql["job_notify_queues"], due)
