@@ -317,3 +317,60 @@ async def test_a_big_batch_cancelled_while_its_ids_are_drawn(pool: asyncpg.Pool)
         assert await c.fetchval("SELECT count(*) FROM river_job") == 0
         assert len(await client.insert_many(items[:10], conn=c)) == 10
     assert await count_rows(pool) == 10
+
+
+@pytest.mark.parametrize("extra_yields", [0, 1, 2, 5, 20])
+async def test_a_big_batch_cancelled_during_its_copy_writes_nothing(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, extra_yields: int
+) -> None:
+    # Cancelled once its COPY has begun (while the results are made, or while the
+    # database takes the rows in): the transaction is rolled back, nothing is written,
+    # and the connection it used serves the next insert.
+    copying = asyncio.Event()
+    original = asyncpg.Connection.copy_records_to_table
+
+    async def copy_records_to_table(self: asyncpg.Connection, *a: Any, **k: Any) -> Any:
+        copying.set()
+        return await original(self, *a, **k)
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", copy_records_to_table)
+    client = Client(pool)
+    n = _insert.PREFETCH_IDS_FROM + 500
+    task = asyncio.create_task(client.insert_many([Item(n=i) for i in range(n)]))
+    await copying.wait()
+    for _ in range(extra_yields):
+        await asyncio.sleep(0)
+    task.cancel()
+    try:
+        await task
+        written = n  # it finished first: then all of it
+    except asyncio.CancelledError:
+        written = 0
+    assert await count_rows(pool) == written
+    assert len(await client.insert_many([Item(n=i) for i in range(n)])) == n
+    assert await count_rows(pool) == written + n
+
+
+async def test_a_big_batch_cancelled_anywhere_writes_all_or_nothing(pool: asyncpg.Pool) -> None:
+    # Cancelled at each of its first waits in turn (ids drawn, the COPY sent and being
+    # taken in while results are made, the commit): never half a batch, and the
+    # connection it used serves the next insert.
+    client = Client(pool)
+    n = _insert.PREFETCH_IDS_FROM + 500
+    total = 0
+    outcomes = set()
+    for yields in range(1, 12):
+        task = asyncio.create_task(client.insert_many([Item(n=i) for i in range(n)]))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+            outcomes.add("done")
+            total += n
+        except asyncio.CancelledError:
+            outcomes.add("cancelled")
+        assert await count_rows(pool) == total
+        assert len(await client.insert_many([Item(n=-1)])) == 1
+        total += 1
+    assert "cancelled" in outcomes
