@@ -39,6 +39,9 @@ FULL: dict[str, list[str]] = {
     "soak": [],
     "compare": [],
 }
+# --full runs at least this many rounds of these: the per-run ratio to pgqueuer moves
+# by about ±10 % on a shared 2-core machine, so its median wants more than 3.
+FULL_MIN_RUNS = {"compare": 5}
 QUICK_SET = ["throughput", "latency", "insert"]
 ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare"]
 # generous bounds per benchmark (seconds): a run past them is stopped
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         cmd = [sys.executable, "-m", f"benchmarks.{name}", *sizes[name]]
         if name != "soak":
-            cmd += ["--runs", str(args.runs)]
+            runs = max(args.runs, FULL_MIN_RUNS.get(name, 0)) if args.full else args.runs
+            cmd += ["--runs", str(runs)]
         if args.no_uvloop:
             cmd.append("--no-uvloop")
         cmd += ["--timeout", str(LIMITS[name] - 60), *extra]

@@ -15,7 +15,12 @@ Workloads, for each system:
   load of a shared machine falls on all of them alike.)
 - latency: one insert every 5 ms, insert→start p50/p95/p99 on an idle worker.
 
-    python -m benchmarks.compare [--jobs 10000] [--procrastinate-jobs 3000] [--runs 3]
+The drain is the issue's drain workload, 20,000 jobs (throughput.py's smallest N);
+until 2026-11-25 it was 10,000, where each system's one-off start-up (its first
+statements on fresh backends, ~30 ms here) weighed several percent of the window.
+``--full`` runs 5 rounds: the per-run drain ratio moves by ±10 % on this machine.
+
+    python -m benchmarks.compare [--jobs 20000] [--procrastinate-jobs 3000] [--runs 5]
 """
 
 from __future__ import annotations
@@ -487,7 +492,7 @@ async def _main(args: argparse.Namespace, loop: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--jobs", type=int, default=10_000, help="drain size (default 10000)")
+    p.add_argument("--jobs", type=int, default=20_000, help="drain size (default 20000)")
     p.add_argument(
         "--procrastinate-jobs",
         type=int,
