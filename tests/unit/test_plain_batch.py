@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -105,3 +106,21 @@ def test_batches_with_options_or_foreign_items_take_the_per_job_path() -> None:
     assert build_plain_params([Loose(), (Loose(), None)]) is None
     assert build_plain_params([Loose(), {"value": 1}]) is None
     assert build_plain_params([Loose(), None]) is None
+
+
+class RawArgs(JobArgs, kind="unit_plain_raw"):
+    v: msgspec.Raw
+
+
+def test_raw_json_with_newlines_is_handed_back() -> None:
+    # msgspec copies a Raw value as it is, newlines included: the lines no longer
+    # match the jobs, so the batch goes to the per-job path, which stores it.
+    items = [RawArgs(v=msgspec.Raw(b"[1,\n2]"))] + [RawArgs(v=msgspec.Raw(b"1"))] * 20
+    assert build_plain_params(items) is None
+    each = _each(items)
+    assert each is not None
+    assert msgspec.json.decode(each[0].encoded_args) == {"v": [1, 2]}
+
+
+def test_an_empty_batch_has_no_params() -> None:
+    assert build_plain_params([]) == []
