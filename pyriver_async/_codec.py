@@ -262,15 +262,6 @@ def build_plain_params(items: Sequence[object]) -> list[InsertParams] | None:
     if closer_look and any(_unstorable(t.encode(), a) for t, a in zip(texts, items, strict=True)):
         return None
     jobs = cast("Sequence[JobArgs]", items)
-    if len(kinds) == 1:
-        (kind,) = kinds.values()
-        return [
-            InsertParams(
-                a, t, kind, DEFAULT_MAX_ATTEMPTS, "{}", DEFAULT_PRIORITY, DEFAULT_QUEUE,
-                None, _NO_TAGS, None, None,
-            )
-            for a, t in zip(jobs, texts, strict=True)
-        ]  # fmt: skip
     return [
         InsertParams(
             a, t, kinds[type(a)], DEFAULT_MAX_ATTEMPTS, "{}", DEFAULT_PRIORITY, DEFAULT_QUEUE,
