@@ -1,38 +1,33 @@
-"""Every ```python block of the README runs, as written, against a fresh database."""
+"""Every ```python block of the README runs, as written, against a fresh database.
+
+The checks shared with the pages under docs/ (links, quoted paths and test names) are
+in ``test_docs.py``; the helpers in ``tests/_markdown.py``.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+from tests._markdown import README, Block, python_blocks, run_block
+
+BLOCKS = python_blocks(README)
 
 
 def test_readme_has_examples() -> None:
-    assert len(BLOCKS) >= 3
+    assert len([b for b in BLOCKS if b.runnable]) >= 3
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.parametrize(
+    "block",
+    [
+        pytest.param(b, id=b.id, marks=() if b.runnable else pytest.mark.skip(reason="no-run"))
+        for b in BLOCKS
+    ],
+)
 async def test_readme_example_runs(
-    index: int, tmp_path: Path, fresh_database: Callable[[], Awaitable[str]]
+    block: Block, tmp_path: Path, fresh_database: Callable[[], Awaitable[str]]
 ) -> None:
-    script = tmp_path / f"readme_{index}.py"
-    script.write_text(BLOCKS[index])
-    url = await fresh_database()
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(script)],
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, f"README block {index} failed:\n{proc.stdout}\n{proc.stderr}"
+    await run_block(block, await fresh_database(), tmp_path)
