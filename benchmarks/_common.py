@@ -33,7 +33,7 @@ import msgspec
 
 import pyriver_async
 from pyriver_async import JobArgs
-from pyriver_async._driver import Driver
+from pyriver_async._driver.queries import Queries
 from pyriver_async._localdb import create_database, drop_database
 
 __all__ = [
@@ -87,9 +87,10 @@ class LatencyArgs(JobArgs, kind="bench_latency"):
     n: int
 
 
-def bench_sql() -> dict[str, str]:
-    """The library's SQL for the public schema, as the ceiling must run it."""
-    return Driver("public").sql
+def bench_sql() -> Queries:
+    """The library's SQL for the public schema, as the ceiling must run it (each
+    query's ``sql`` with ``bind(**params)`` for its positional arguments)."""
+    return Queries.for_schema("public")
 
 
 def maintenance_available() -> bool:

@@ -3,7 +3,7 @@
 No Client, no producer, no executor: one connection claims batches sized to free
 slots, W long-lived no-op worker coroutines take the rows, one connection writes
 completions in batches (every 5 ms or 1,000 ids, one ``job_complete_many`` per
-flush). The query strings are read from ``pyriver_async._driver.Driver().sql``, so
+flush). The queries are read from ``pyriver_async._driver.queries.Queries``, so
 they are byte-for-byte the statements the library sends. What this loop reaches is
 the practical limit of this database on this machine; every library figure is
 reported as a fraction of it, measured in the same invocation.
@@ -32,8 +32,9 @@ import asyncpg
 import msgspec
 
 from pyriver_async import JobArgs
-from pyriver_async._driver import Driver
-from pyriver_async._insert import _COPY_COLUMNS
+from pyriver_async._driver import COPY_COLUMNS as _COPY_COLUMNS
+from pyriver_async._driver.asyncpg import AsyncpgExecutor
+from pyriver_async._driver.queries import Queries
 
 if __package__ in (None, ""):  # `python benchmarks/ceiling.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -74,7 +75,7 @@ class BareEngine:
         self,
         claim_conn: asyncpg.Connection,
         done_conn: asyncpg.Connection,
-        sql: dict[str, str],
+        sql: Queries,
         *,
         workers: int,
         queue: str = "default",
@@ -87,8 +88,8 @@ class BareEngine:
     ) -> None:
         self._claim_conn = claim_conn
         self._done_conn = done_conn
-        self._claim_sql = sql["job_claim"]
-        self._complete_sql = sql["job_complete_many"]
+        self._claim = sql.job_claim
+        self._complete = sql.job_complete_many
         self.workers = workers
         self.queue = queue
         self.client_id = client_id
@@ -144,7 +145,10 @@ class BareEngine:
                 await self._wake.wait()
                 continue
             self._notified = False
-            rows = await self._claim_conn.fetch(self._claim_sql, self.queue, free, self.client_id)
+            rows = await self._claim_conn.fetch(
+                self._claim.sql,
+                *self._claim.bind(queue=self.queue, limit=free, client_id=self.client_id),
+            )
             if self.claims == 0:
                 self.t_first_claim = time.monotonic()
             self.claims += 1
@@ -183,7 +187,9 @@ class BareEngine:
             ats = self._attempted_at[: self.batch]
             del self._ids[: self.batch], self._attempts[: self.batch]
             del self._attempted_at[: self.batch]
-            await self._done_conn.execute(self._complete_sql, ids, atts, ats)
+            await self._done_conn.execute(
+                self._complete.sql, *self._complete.bind(id=ids, attempt=atts, attempted_at=ats)
+            )
             self.flushes += 1
             self.completed += len(ids)
             self.t_last_flush = time.monotonic()
@@ -263,12 +269,12 @@ async def captured_insert(
     from pyriver_async._insert import insert_many, insert_one
 
     rec = _Recorder()
-    driver = Driver("public")
+    ex = AsyncpgExecutor(Queries.for_schema("public"), conn=rec)
     try:
         if many:
-            await insert_many(rec, driver, [NoopArgs() for _ in range(many)], copy_threshold=10**9)
+            await insert_many(ex, [NoopArgs() for _ in range(many)], copy_threshold=10**9)
         else:
-            await insert_one(rec, driver, args if args is not None else NoopArgs(), None)
+            await insert_one(ex, args if args is not None else NoopArgs(), None)
     except _Captured:
         pass
     if len(rec.calls) != 1:
@@ -320,11 +326,11 @@ async def insert_copy(conn: asyncpg.Connection, n: int) -> float:
     """A bare COPY of ``n`` rows (built before the clock starts) in one transaction,
     plus the one NOTIFY of the queue; jobs/s."""
     records = copy_records(n)
-    notify = bench_sql()["job_notify_queues"]
+    notify = bench_sql().job_notify_queues
     t0 = time.perf_counter()
     async with conn.transaction():
         await conn.copy_records_to_table("river_job", columns=COPY_COLUMNS, records=records)
-        await conn.execute(notify, ["default"])
+        await conn.execute(notify.sql, *notify.bind(queues=["default"]))
     return n / (time.perf_counter() - t0)
 
 

@@ -55,12 +55,13 @@ from benchmarks.throughput import LibraryDrain, library_drain, make_client
 
 async def claim_plan(conn: asyncpg.Connection, limit: int) -> dict[str, Any]:
     """EXPLAIN ANALYZE of one claim of ``limit`` jobs, rolled back."""
-    sql = bench_sql()["job_claim"]
+    claim = bench_sql().job_claim
     tr = conn.transaction()
     await tr.start()
     try:
         rows = await conn.fetch(
-            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) {sql}", "default", limit, "scale-explain"
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) {claim.sql}",
+            *claim.bind(queue="default", limit=limit, client_id="scale-explain"),
         )
     finally:
         await tr.rollback()

@@ -4,10 +4,14 @@ The public API is what this module exports; everything in ``_modules`` may chang
 """
 
 from ._args import InsertOpts, JobArgs, UniqueOpts
-from ._client import Client, QueueConfig
+from ._client import Client
+from ._config import QueueConfig
+from ._context import JobContext
 from ._errors import (
     ClientClosedError,
     ConfigError,
+    ConnectionLostError,
+    DatabaseError,
     InvalidArgsError,
     InvalidOptsError,
     JobCancel,
@@ -18,13 +22,14 @@ from ._errors import (
     PyRiverError,
     SchemaNotMigratedError,
     SchemaVersionError,
+    TransientDatabaseError,
     UnknownKindError,
 )
 from ._events import JobEvent, Subscription
 from ._insert import InsertResult
-from ._job import AttemptError, Job, JobContext, JobState
-from ._maintenance import PeriodicJob, PeriodicJobHandle, PeriodicJobs
+from ._job import AttemptError, Job, JobState
 from ._migrate import migrate
+from ._periodic import PeriodicJob, PeriodicJobHandle, PeriodicJobs
 from ._workers import Worker, Workers
 
 __version__ = "0.1.0"
@@ -34,6 +39,8 @@ __all__ = [
     "Client",
     "ClientClosedError",
     "ConfigError",
+    "ConnectionLostError",
+    "DatabaseError",
     "InsertOpts",
     "InsertResult",
     "InvalidArgsError",
@@ -56,6 +63,7 @@ __all__ = [
     "SchemaNotMigratedError",
     "SchemaVersionError",
     "Subscription",
+    "TransientDatabaseError",
     "UniqueOpts",
     "UnknownKindError",
     "Worker",

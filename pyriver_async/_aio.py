@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-__all__ = ["cancel_and_wait", "wait_event"]
+__all__ = ["cancel_and_wait", "settle", "wait_event"]
 
 
 async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
@@ -32,3 +32,28 @@ async def cancel_and_wait(task: asyncio.Task[Any], log: logging.Logger) -> None:
         await asyncio.wait({task}, timeout=1.0)
     if not task.cancelled() and task.exception() is not None:
         log.error("%s ended with an error", task.get_name(), exc_info=task.exception())
+
+
+async def settle(fut: asyncio.Future[Any], *, swallow: bool = False) -> Any:
+    """Wait for a statement already sent, whatever its end, and never cancel it from
+    here: cancelling it could abort the caller's transaction, and the connection is not
+    free before it has answered. A cancellation of the caller waits for it too, then
+    goes on (raised at the end). Returns its result or raises its error, unless
+    ``swallow``."""
+    cancelled = False
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if not fut.cancelled():
+                cancelled = True  # the caller was cancelled, not the statement
+        except Exception:
+            pass
+    exc = None if fut.cancelled() else fut.exception()  # retrieved either way
+    if cancelled or (fut.cancelled() and not swallow):
+        raise asyncio.CancelledError
+    if swallow or fut.cancelled():
+        return None
+    if exc is not None:
+        raise exc
+    return fut.result()

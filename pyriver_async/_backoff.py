@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 
 from ._job import Job
 
-__all__ = ["RetryPolicy", "default_retry_delay", "reconnect_delays"]
+__all__ = ["default_retry_delay", "reconnect_delays"]
 
 # Past this many errors the delay stops growing (24**4 s is ~3.8 days).
 _MAX_COUNTED_ERRORS = 24
@@ -24,13 +25,7 @@ def default_retry_delay(job: Job[Any]) -> timedelta:
     return timedelta(seconds=base * random.uniform(0.9, 1.1))
 
 
-class RetryPolicy(Protocol):
-    """Client-wide retry policy: when should a failed job run next."""
-
-    def __call__(self, job: Job[Any], now: datetime) -> datetime: ...
-
-
-def reconnect_delays(first: float = 0.1, maximum: float = 5.0) -> Any:
+def reconnect_delays(first: float = 0.1, maximum: float = 5.0) -> Iterator[float]:
     """Exponential backoff with jitter for reconnect loops (an endless generator)."""
     delay = first
     while True:

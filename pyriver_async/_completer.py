@@ -1,74 +1,65 @@
 """The completer: batches job outcomes and writes them with one statement per outcome group.
 
 Workers hand outcomes over without waiting for the database; a flush writes every
-``completed`` outcome with one statement and all the others with another. A failed
-flush is retried with backoff (nothing is dropped); ``stop()`` flushes what is left.
+plain ``completed`` outcome with one statement and all the others with another.
+
+Nothing is dropped:
+
+- a transient failure (the connection dropped, the server read-only during a
+  failover, a statement or lock timeout, a pooler that lost a prepared statement...)
+  is retried with backoff until the batch is written, with one log line when the
+  episode starts, a reminder every 30 s, and one when it ends;
+- an outcome the database refuses for good (a row-level data error) is found by
+  halving the batch, and its job is put back at once as ``retryable`` (due now) with
+  that error recorded, instead of being left ``running`` until the rescuer's backstop.
+
+Memory stays bounded: producers stop claiming while the backlog is large.
+``stop()`` flushes what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-
-import asyncpg
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 
 from ._backoff import reconnect_delays
-from ._driver import Driver
+from ._driver import Executor
+from ._errors import DatabaseError, MigrationError, TransientDatabaseError
+from ._outcome import Outcome, attempt_error
 
-__all__ = ["Completer", "Outcome"]
+__all__ = ["Completer"]
 
 log = logging.getLogger("pyriver_async.completer")
 
-# Errors after which the same write is worth trying again on another connection.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    # A pooled connection handed out between its backend's termination notice and
-    # the EOF is parked in an error state that asyncpg reports this way.
-    asyncpg.InternalClientError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.ConnectionFailureError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-)
+# While writes keep failing, a reminder at most this often (seconds).
+REMIND_EVERY = 30.0
 
 
-@dataclass(slots=True)
-class Outcome:
-    """How one attempt of a job ended, as the database should record it."""
+class _Episode:
+    """One stretch of failed writes, logged once at its start, then sparingly."""
 
-    job_id: int
-    attempt: int
-    state: str  # completed | retryable | discarded | cancelled | scheduled | available
-    queue: str = ""
-    scheduled_at: datetime | None = None
-    error: str | None = None  # a JSON object in River's errors[] shape
-    metadata: str | None = None  # a JSON object merged into metadata
-    give_back: int = 0  # 1 when the attempt does not count (snooze, shutdown)
-    snoozed: bool = False
-    # The claim's attempted_at: with the attempt, it tells this claim from a later one.
-    attempted_at: datetime | None = None
+    __slots__ = ("delays", "failures", "last_log", "started")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.last_log = self.started
+        self.failures = 0
+        self.delays: Iterator[float] = reconnect_delays(0.05, 5.0)
 
 
 class Completer:
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        driver: Driver,
+        executor: Executor,
         *,
         flush_interval: float = 0.002,
         max_batch: int = 1000,
         on_flushed: Callable[[list[Outcome]], None] | None = None,
     ) -> None:
-        self._pool = pool
-        self._driver = driver
+        self._executor = executor
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._pending: list[Outcome] = []
@@ -79,7 +70,10 @@ class Completer:
         self._stopping = False
         self._on_flushed = on_flushed
         self._task: asyncio.Task[None] | None = None
+        self._episode: _Episode | None = None
         self.flushes = 0
+        #: Outcomes the database refused, whose jobs were put back instead.
+        self.put_back = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pyriver-completer")
@@ -96,6 +90,11 @@ class Completer:
     @property
     def backlog(self) -> int:
         return len(self._pending)
+
+    @property
+    def failing(self) -> bool:
+        """True while writes fail (the database is away or read-only)."""
+        return self._episode is not None
 
     async def wait_idle(self) -> None:
         """Until everything added so far is written."""
@@ -128,7 +127,7 @@ class Completer:
             del self._pending[: self._max_batch]
             self._inflight = batch
             try:
-                await self._write_with_retry(batch)
+                await self._write_until_done(batch)
             finally:
                 self._inflight = []
             self.flushes += 1
@@ -138,74 +137,117 @@ class Completer:
                 except Exception:  # pragma: no cover - a subscriber's bug must not stop us
                     log.exception("completion subscriber failed")
 
-    async def _write_with_retry(self, batch: list[Outcome]) -> None:
-        delays = reconnect_delays(0.05, 5.0)
-        failures = 0
+    async def _write_until_done(self, batch: Sequence[Outcome]) -> None:
+        """Write ``batch``: retry transient failures; isolate and put back refused rows."""
         while True:
             try:
                 await self._write(batch)
-                if failures:
-                    log.warning("completions written after %d failed attempts", failures)
+            except TransientDatabaseError as exc:
+                await self._failed(exc, len(batch))
+                continue
+            except (DatabaseError, MigrationError) as exc:
+                self._recovered()
+                await self._refused(batch, exc)
                 return
-            except RETRYABLE_ERRORS as exc:
-                failures += 1
-                delay = next(delays)
-                log.warning(
-                    "writing %d job completions failed (%s: %s); retrying in %.2fs",
-                    len(batch),
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-            except asyncpg.PostgresError as exc:
-                if len(batch) == 1:
-                    log.error(
-                        "job %d: its outcome %r cannot be written (%s); the rescuer will "
-                        "retry the job",
-                        batch[0].job_id,
-                        batch[0].state,
-                        exc,
-                    )
-                    return
-                # Find the row the database refuses by halving; write the rest.
-                mid = len(batch) // 2
-                await self._write_with_retry(batch[:mid])
-                await self._write_with_retry(batch[mid:])
-                return
-            except Exception:
+            except Exception as exc:
                 # Something nobody foresaw: never let it end the completer (every later
                 # outcome would be lost); log it and try again.
-                failures += 1
-                delay = next(delays)
-                log.exception(
-                    "writing %d job completions failed unexpectedly; retrying in %.2fs",
-                    len(batch),
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                log.exception("writing %d job outcomes failed unexpectedly", len(batch))
+                await self._failed(exc, len(batch), logged=True)
+                continue
+            self._recovered()
+            return
 
-    async def _write(self, batch: list[Outcome]) -> None:
-        done = [o for o in batch if o.state == "completed" and o.error is None]
-        other = [o for o in batch if not (o.state == "completed" and o.error is None)]
-        async with self._pool.acquire() as conn:
-            if done:
-                await conn.execute(
-                    self._driver.sql["job_complete_many"],
-                    [o.job_id for o in done],
-                    [o.attempt for o in done],
-                    [o.attempted_at for o in done],
+    async def _failed(self, exc: BaseException, n: int, *, logged: bool = False) -> None:
+        ep = self._episode
+        if ep is None:
+            ep = self._episode = _Episode()
+            if not logged:
+                log.warning(
+                    "writing job outcomes failed (%s); retrying with backoff until the "
+                    "database takes them (%d waiting)",
+                    exc,
+                    n + len(self._pending),
                 )
-            if other:
-                await conn.execute(
-                    self._driver.sql["job_set_outcome_many"],
-                    [o.job_id for o in other],
-                    [o.attempt for o in other],
-                    [o.state for o in other],
-                    [o.scheduled_at for o in other],
-                    [o.error for o in other],
-                    [o.metadata for o in other],
-                    [o.give_back for o in other],
-                    [o.snoozed for o in other],
-                    [o.attempted_at for o in other],
-                )
+        elif time.monotonic() - ep.last_log >= REMIND_EVERY and not logged:
+            ep.last_log = time.monotonic()
+            log.warning(
+                "job outcomes still cannot be written after %.0fs and %d attempts (%s); %d waiting",
+                time.monotonic() - ep.started,
+                ep.failures + 1,
+                exc,
+                n + len(self._pending),
+            )
+        ep.failures += 1
+        await asyncio.sleep(next(ep.delays))
+
+    def _recovered(self) -> None:
+        ep, self._episode = self._episode, None
+        if ep is not None:
+            log.warning(
+                "job outcomes written again after %d failed attempts over %.1fs",
+                ep.failures,
+                time.monotonic() - ep.started,
+            )
+
+    async def _refused(self, batch: Sequence[Outcome], exc: BaseException) -> None:
+        if len(batch) > 1:
+            # Find the rows the database refuses by halving; write the rest.
+            mid = len(batch) // 2
+            await self._write_until_done(batch[:mid])
+            await self._write_until_done(batch[mid:])
+            return
+        o = batch[0]
+        now = datetime.now(UTC)
+        fallback = Outcome.failed(
+            o.job_id,
+            o.attempt,
+            o.queue,
+            error=attempt_error(
+                o.attempted_at or now,
+                o.attempt,
+                f"the outcome {o.state!r} of this attempt could not be written ({exc}); "
+                "the job was put back to run again",
+            ),
+            retry_at=now,
+        )
+        fallback.attempted_at = o.attempted_at
+        self.put_back += 1
+        log.error(
+            "job %d: its outcome %r cannot be written (%s); it is put back as retryable, "
+            "to run again now",
+            o.job_id,
+            o.state,
+            exc,
+        )
+        try:
+            await self._write_fallback(fallback)
+        except (DatabaseError, MigrationError) as again:
+            log.error(
+                "job %d: not even putting it back can be written (%s); it stays running "
+                "until the rescuer takes it (rescue_stuck_jobs_after)",
+                o.job_id,
+                again,
+            )
+
+    async def _write_fallback(self, fallback: Outcome) -> None:
+        while True:
+            try:
+                await self._executor.job_set_outcome_many([fallback])
+            except TransientDatabaseError as exc:
+                await self._failed(exc, 1)
+                continue
+            self._recovered()
+            return
+
+    async def _write(self, batch: Sequence[Outcome]) -> None:
+        done = [o for o in batch if o.is_plain_completion]
+        other = [o for o in batch if not o.is_plain_completion] if len(done) < len(batch) else []
+        if done and other:
+            async with self._executor.session() as ex:
+                await ex.job_complete_many(done)
+                await ex.job_set_outcome_many(other)
+        elif done:
+            await self._executor.job_complete_many(done)
+        else:
+            await self._executor.job_set_outcome_many(other)

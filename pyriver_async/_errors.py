@@ -1,10 +1,36 @@
-"""The exception hierarchy. Every error pyriver_async raises derives from :class:`PyRiverError`."""
+"""The exception hierarchy. Every error pyriver_async raises derives from :class:`PyRiverError`.
+
+::
+
+    PyRiverError
+    ├── ConfigError                    a client, queue or worker setting is invalid
+    ├── InvalidOptsError               insert options refused before anything is written
+    ├── InvalidArgsError               job args cannot be stored (or decoded)
+    ├── KindConflictError              two classes claim one kind / malformed kind
+    ├── UnknownKindError
+    ├── JobNotFoundError
+    ├── ClientClosedError
+    ├── DatabaseError                  the database refused or failed an operation
+    │   └── TransientDatabaseError     worth trying again: failover, timeout, pooler...
+    │       └── ConnectionLostError    the connection dropped: the result is unknown
+    ├── MigrationError
+    │   ├── SchemaNotMigratedError     run `pyriver migrate up`
+    │   └── SchemaVersionError
+    └── JobSnooze, JobCancel           raised by workers to steer their job
+
+Driver errors (asyncpg's, psycopg's) never leave the library raw: the driver seam
+translates them into :class:`DatabaseError` (with the original as ``__cause__``) or
+:class:`SchemaNotMigratedError`. Whether an error is transient is decided once, by its
+SQLSTATE, in :func:`classify_sqlstate`.
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "ClientClosedError",
     "ConfigError",
+    "ConnectionLostError",
+    "DatabaseError",
     "InvalidArgsError",
     "InvalidOptsError",
     "JobCancel",
@@ -15,7 +41,9 @@ __all__ = [
     "PyRiverError",
     "SchemaNotMigratedError",
     "SchemaVersionError",
+    "TransientDatabaseError",
     "UnknownKindError",
+    "classify_sqlstate",
 ]
 
 from datetime import timedelta
@@ -54,6 +82,74 @@ class JobNotFoundError(PyRiverError, LookupError):
 
 class ClientClosedError(PyRiverError, RuntimeError):
     """The client is stopped (or was never started) and cannot do what was asked."""
+
+
+class DatabaseError(PyRiverError):
+    """The database refused or failed an operation.
+
+    ``sqlstate`` is PostgreSQL's error code when the server sent one (``None`` for a
+    client-side failure); ``__cause__`` is the driver's own exception.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class TransientDatabaseError(DatabaseError):
+    """A failure that trying again can cure: the server is read-only or shutting down
+    (a failover), a statement or lock timeout, a serialization failure or deadlock, the
+    server out of resources, a prepared statement a pooler lost, no connection free in
+    time. The engine retries these with backoff; an application may too."""
+
+
+class ConnectionLostError(TransientDatabaseError):
+    """The connection failed (refused, dropped, timed out on the client side): whether
+    the statement took effect is unknown."""
+
+
+# SQLSTATE classes and codes after which the same statement, sent again (maybe on
+# another connection, maybe after the failover ends), can succeed.
+_TRANSIENT_CLASSES = frozenset({"08", "53", "58"})  # connection, resources, system
+_TRANSIENT_CODES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: a primary turned standby, read-only mode
+        "25P03",  # idle_in_transaction_session_timeout
+        "26000",  # invalid_sql_statement_name: a pooler lost a prepared statement
+        "40001",  # serialization_failure
+        "40003",  # statement_completion_unknown
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available (lock_timeout)
+        "57014",  # query_canceled (statement_timeout, pg_cancel_backend)
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up, or in recovery)
+        "57P05",  # idle_session_timeout
+        "72000",  # snapshot_too_old
+    }
+)
+_SCHEMA_CODES = frozenset(
+    {
+        "42P01",  # undefined_table
+        "42703",  # undefined_column
+        "42883",  # undefined_function
+        "42704",  # undefined_object (a type such as river_job_state)
+        "3F000",  # invalid_schema_name
+    }
+)
+
+
+def classify_sqlstate(sqlstate: str | None) -> str:
+    """``"transient"``, ``"connection"``, ``"schema"`` or ``"permanent"`` for a SQLSTATE."""
+    if not sqlstate:
+        return "permanent"
+    if sqlstate.startswith("08"):
+        return "connection"
+    if sqlstate in _TRANSIENT_CODES or sqlstate[:2] in _TRANSIENT_CLASSES:
+        return "transient"
+    if sqlstate in _SCHEMA_CODES:
+        return "schema"
+    return "permanent"
 
 
 class MigrationError(PyRiverError):

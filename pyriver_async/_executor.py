@@ -1,68 +1,63 @@
-"""The executor: runs one job under its timeout and turns how it ended into an Outcome."""
+"""The executor: runs one claimed job under its timeout and turns how it ended into an
+:class:`~pyriver_async._outcome.Outcome`.
+
+Whatever the job's code raises becomes the outcome of that attempt, ``SystemExit``
+and ``KeyboardInterrupt`` included (a library calling ``sys.exit``, a helper raising
+``KeyboardInterrupt``): recorded with the exception and its traceback, retried with
+backoff, while the process and its other jobs go on. Only a real Ctrl-C still stops
+the process: when the client installed its SIGINT marker (see :mod:`._interrupts`), a
+``KeyboardInterrupt`` raised by the signal is let through.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import asyncpg
 import msgspec
 
+from . import _interrupts
 from ._backoff import default_retry_delay
-from ._codec import job_from_record
-from ._completer import Outcome
+from ._context import JobClient, JobContext
+from ._driver import JobRow
+from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, MAX_ATTEMPTS, QUEUE
 from ._errors import JobCancel, JobSnooze
-from ._job import Job, JobContext
+from ._job import Job
+from ._outcome import CancelReason, Outcome, attempt_error
+from ._rows import job_from_row
+from ._timeouts import TimeoutQueue
 from ._workers import UNSET, Registration, Workers, to_timeout
 
-if TYPE_CHECKING:
-    from ._client import Client
-
-__all__ = ["CancelReason", "Executor"]
+__all__ = ["Executor", "Runner", "cancelled_outcome"]
 
 log = logging.getLogger("pyriver_async.executor")
 
-_encode = msgspec.json.encode
-# River's rule: a snooze this short makes the job available at once.
-SNOOZE_AVAILABLE_AT_ONCE = timedelta(seconds=5)
-MAX_ERROR_CHARS = 10_000
-MAX_TRACE_CHARS = 20_000
 
+class Runner(Protocol):
+    """What runs one job (the producer's slot): its task, and why it was cancelled."""
 
-class CancelReason:
-    CANCEL = "cancel"  # client.cancel(job_id)
-    TIMEOUT = "timeout"  # the job's timeout
-    SHUTDOWN = "shutdown"  # the client's hard stop
+    task: asyncio.Task[None] | None
+    reason: CancelReason | None
 
-
-def _clean(text: str, limit: int) -> str:
-    # jsonb refuses NUL; overly long messages bloat every later read of the row.
-    text = text.replace("\x00", "\\0")
-    return text if len(text) <= limit else text[:limit] + "…"
+    def cancel(self, reason: CancelReason) -> None: ...
 
 
 def cancelled_outcome(
-    job_id: int, attempt: int, queue: str, started: datetime, reason: str
+    job_id: int, attempt: int, queue: str, started: datetime, reason: CancelReason
 ) -> Outcome:
     """The outcome of a job whose coroutine was cancelled by request or by shutdown."""
-    if reason == CancelReason.CANCEL:
-        err = _encode(
-            {
-                "at": started,
-                "attempt": attempt,
-                "error": "job cancelled by request (client.cancel)",
-                "trace": "",
-            }
-        ).decode()
-        return Outcome(job_id, attempt, "cancelled", queue, error=err)
-    # Interrupted only by this client's shutdown: not the job's fault. It goes back to
-    # available with its attempt restored and no error (DESIGN §1).
-    return Outcome(job_id, attempt, "available", queue, scheduled_at=datetime.now(UTC), give_back=1)
+    if reason is CancelReason.CANCEL:
+        return Outcome.cancelled(
+            job_id,
+            attempt,
+            queue,
+            error=attempt_error(started, attempt, "job cancelled by request (client.cancel)"),
+        )
+    return Outcome.interrupted(job_id, attempt, queue)
 
 
 class _JobLogger(logging.LoggerAdapter[logging.Logger]):
@@ -75,87 +70,38 @@ class _JobLogger(logging.LoggerAdapter[logging.Logger]):
 job_logger = logging.getLogger("pyriver_async.job")
 
 
-def _job_logger_factory(
-    job_id: int, kind: str, attempt: int
-) -> Callable[[], logging.LoggerAdapter[logging.Logger]]:
-    return lambda: _JobLogger(
-        job_logger, {"job_id": job_id, "job_kind": kind, "job_attempt": attempt}
-    )
+def job_fields(row_or_job: Job[Any] | JobRow) -> dict[str, Any]:
+    """The structured ``extra`` of every log record about one job."""
+    if isinstance(row_or_job, Job):
+        j = row_or_job
+        return {
+            "job_id": j.id,
+            "job_kind": j.kind,
+            "job_queue": j.queue,
+            "job_attempt": j.attempt,
+            "job_max_attempts": j.max_attempts,
+        }
+    r = row_or_job
+    return {
+        "job_id": r[ID],
+        "job_kind": r[KIND],
+        "job_queue": r[QUEUE],
+        "job_attempt": r[ATTEMPT],
+        "job_max_attempts": r[MAX_ATTEMPTS],
+    }
 
 
-class _TimeoutQueue:
-    """The running jobs that share one timeout, expired by a single loop timer.
+def _job_logger_factory(row: JobRow) -> Callable[[], logging.LoggerAdapter[logging.Logger]]:
+    return lambda: _JobLogger(job_logger, job_fields(row))
 
-    Arming and cancelling a timer per job cost ~2 us with uvloop, a sixth of the
-    engine's CPU per no-op job. Jobs with the same timeout expire in the order they
-    started, so they wait in a FIFO of ``[deadline, job_id, task]`` entries with one
-    timer armed at the head's deadline; a job that ends blanks its entry (task None),
-    and blank entries are dropped from the head as they come, or all at once when
-    they outnumber the live ones (a long job at the head holds the others back).
-    """
 
-    __slots__ = ("entries", "expire", "live", "loop", "seconds", "timer")
-
-    def __init__(
-        self,
-        seconds: float,
-        loop: asyncio.AbstractEventLoop,
-        expire: Callable[[int, asyncio.Task[Any]], None],
-    ) -> None:
-        self.seconds = seconds
-        self.loop = loop
-        self.expire = expire
-        self.entries: collections.deque[list[Any]] = collections.deque()
-        self.live = 0
-        self.timer: asyncio.TimerHandle | None = None
-
-    def add(self, job_id: int, task: asyncio.Task[Any]) -> list[Any]:
-        entry: list[Any] = [self.loop.time() + self.seconds, job_id, task]
-        self.entries.append(entry)
-        self.live += 1
-        if self.timer is None:
-            self.timer = self.loop.call_at(entry[0], self._fire)
-        return entry
-
-    def finish(self, entry: list[Any]) -> None:
-        if entry[2] is None:
-            return  # expired: _fire took it off
-        entry[2] = None
-        self.live -= 1
-        entries = self.entries
-        while entries and entries[0][2] is None:
-            entries.popleft()
-        # The timer stays armed when the last job ends (a no-op job ends in the step it
-        # started: cancelling would cost a timer per job again); it fires once, finds
-        # nothing, and is not re-armed. close() cancels it.
-        if len(entries) > 2 * self.live + 1024:
-            self.entries = collections.deque(e for e in entries if e[2] is not None)
-
-    def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _fire(self) -> None:
-        self.timer = None
-        entries = self.entries
-        now = self.loop.time()
-        while entries:
-            entry = entries[0]
-            task = entry[2]
-            if task is not None:
-                if entry[0] > now:
-                    break
-                entry[2] = None
-                self.live -= 1
-                self.expire(entry[1], task)
-            entries.popleft()
-        if entries:
-            self.timer = self.loop.call_at(entries[0][0], self._fire)
+def _first_line(text: str, limit: int = 300) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[:limit] + "…"
 
 
 class Executor:
-    """Runs jobs for one client. Holds no queue state: the producer owns slots."""
+    """Runs jobs for one client. Holds no queue state: the producer owns the slots."""
 
     # Distinct timeouts that get a shared timer; a job with yet another timeout (say,
     # computed from its args) gets a timer of its own.
@@ -163,7 +109,7 @@ class Executor:
 
     def __init__(
         self,
-        client: Client,
+        client: JobClient,
         workers: Workers,
         *,
         job_timeout: timedelta | None,
@@ -173,8 +119,7 @@ class Executor:
         self._workers = workers
         self._job_timeout = job_timeout
         self._retry_policy = retry_policy
-        self.cancel_reasons: dict[int, str] = {}
-        self._timeouts: dict[float, _TimeoutQueue] = {}
+        self._timeouts: dict[float, TimeoutQueue] = {}
 
     def close(self) -> None:
         """Cancel the shared timeout timers (the client stopped; its jobs have ended)."""
@@ -184,23 +129,27 @@ class Executor:
 
     def _failure(
         self,
-        rec_or_job: Job[Any] | asyncpg.Record,
+        row_or_job: Job[Any] | JobRow,
         started: datetime,
         message: str,
         trace: str,
         reg: Registration | None,
     ) -> Outcome:
-        job = rec_or_job if isinstance(rec_or_job, Job) else job_from_record(rec_or_job, None)
-        error = _encode(
-            {
-                "at": started,
-                "attempt": job.attempt,
-                "error": _clean(message, MAX_ERROR_CHARS),
-                "trace": _clean(trace, MAX_TRACE_CHARS),
-            }
-        ).decode()
+        job = row_or_job if isinstance(row_or_job, Job) else job_from_row(row_or_job, None)
+        error = attempt_error(started, job.attempt, message, trace)
+        fields = job_fields(job)
         if job.attempt >= job.max_attempts:
-            return Outcome(job.id, job.attempt, "discarded", job.queue, error=error)
+            log.error(
+                "job %d (%s, queue %r) discarded after attempt %d/%d: %s",
+                job.id,
+                job.kind,
+                job.queue,
+                job.attempt,
+                job.max_attempts,
+                _first_line(message),
+                extra=fields,
+            )
+            return Outcome.failed(job.id, job.attempt, job.queue, error=error, retry_at=None)
         now = datetime.now(UTC)
         retry_at: datetime | None = None
         if reg is not None and reg.next_retry is not None:
@@ -215,14 +164,23 @@ class Executor:
                 log.exception("the client's retry policy failed; using the default")
         if retry_at is None:
             retry_at = now + default_retry_delay(job)
-        return Outcome(
-            job.id, job.attempt, "retryable", job.queue, scheduled_at=retry_at, error=error
+        log.warning(
+            "job %d (%s, queue %r) failed attempt %d/%d, retrying in %.0fs: %s",
+            job.id,
+            job.kind,
+            job.queue,
+            job.attempt,
+            job.max_attempts,
+            max((retry_at - now).total_seconds(), 0.0),
+            _first_line(message),
+            extra=fields,
         )
+        return Outcome.failed(job.id, job.attempt, job.queue, error=error, retry_at=retry_at)
 
-    def _expire(self, job_id: int, task: asyncio.Task[Any]) -> None:
-        if not task.done():
-            self.cancel_reasons.setdefault(job_id, CancelReason.TIMEOUT)
-            task.cancel()
+    def _expire(self, _job_id: int, runner: Runner) -> None:
+        task = runner.task
+        if task is not None and not task.done():
+            runner.cancel(CancelReason.TIMEOUT)
 
     def _timeout_for(self, reg: Registration, job: Job[Any]) -> timedelta | None:
         if reg.timeout is not None:
@@ -237,19 +195,18 @@ class Executor:
             return dt
         return self._job_timeout
 
-    async def execute(self, rec: asyncpg.Record, task: asyncio.Task[Any] | None = None) -> Outcome:
-        """Run the claimed row ``rec`` to its end; never raises (except BaseExceptions).
-
-        ``task`` is the task running it (default: the current one), which the job's
-        timeout cancels.
+    async def execute(self, row: JobRow, runner: Runner) -> Outcome:
+        """Run the claimed ``row`` to its end on ``runner``; never raises, except a
+        cancellation from outside (the runner's own task was cancelled by its owner
+        for another reason than the ones in ``runner.reason``) or a real SIGINT.
         """
         started = datetime.now(UTC)
-        job_id: int = rec[0]
-        kind: str = rec[2]
+        job_id: int = row[ID]
+        kind: str = row[KIND]
         reg = self._workers.get(kind)
         if reg is None:
             return self._failure(
-                rec,
+                row,
                 started,
                 f"no worker is registered for job kind {kind!r} in this client "
                 f"(registered: {', '.join(self._workers.kinds) or 'none'})",
@@ -257,81 +214,56 @@ class Executor:
                 None,
             )
         try:
-            args = reg.decoder.decode(rec[1])
+            args = reg.decoder.decode(row[1])
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             return self._failure(
-                rec,
+                row,
                 started,
                 f"args of job kind {kind!r} do not decode into {reg.args_type.__name__}: {exc}",
                 "",
                 reg,
             )
         try:
-            job = job_from_record(rec, args)
+            job = job_from_row(row, args)
         except Exception as exc:  # a row another writer shaped oddly
-            return self._failure(rec, started, f"job row cannot be read: {exc!r}", "", reg)
+            return self._failure(row, started, f"job row cannot be read: {exc!r}", "", reg)
 
         timeout = self._timeout_for(reg, job)
         deadline = started + timeout if timeout is not None else None
-        ctx = JobContext(
-            self._client, job_id, _job_logger_factory(job_id, kind, job.attempt), deadline
-        )
-        if task is None:
-            task = asyncio.current_task()
+        ctx = JobContext(self._client, job_id, _job_logger_factory(row), deadline)
+        task = runner.task
         assert task is not None
         # A timer cancels the task at the deadline (shared by the jobs with the same
         # timeout; cheaper on the hot path than asyncio.timeout's context manager); the
-        # reason tells the cancellations apart.
+        # runner's reason tells the cancellations apart.
         expiry: list[Any] | None = None
+        tq: TimeoutQueue | None = None
         own_timer: asyncio.TimerHandle | None = None
         if timeout is not None:
             seconds = timeout.total_seconds()
             tq = self._timeouts.get(seconds)
             if tq is None and len(self._timeouts) < self.MAX_TIMEOUT_QUEUES:
-                tq = _TimeoutQueue(seconds, asyncio.get_running_loop(), self._expire)
+                tq = TimeoutQueue(seconds, asyncio.get_running_loop(), self._expire)
                 self._timeouts[seconds] = tq
             if tq is not None:
-                expiry = tq.add(job_id, task)
+                expiry = tq.add(job_id, runner)
             else:
                 own_timer = asyncio.get_running_loop().call_later(
-                    seconds, self._expire, job_id, task
+                    seconds, self._expire, job_id, runner
                 )
         try:
             await reg.work(ctx, job)
         except JobSnooze as snooze:
-            if snooze.delay <= SNOOZE_AVAILABLE_AT_ONCE:
-                # River's rule: a short snooze skips the scheduler. The job is available
-                # now but not claimable before scheduled_at; the producer sets a timer.
-                return Outcome(
-                    job_id,
-                    job.attempt,
-                    "available",
-                    job.queue,
-                    scheduled_at=datetime.now(UTC) + snooze.delay,
-                    give_back=1,
-                    snoozed=True,
-                )
-            return Outcome(
+            return Outcome.snoozed_for(job_id, job.attempt, job.queue, snooze.delay)
+        except JobCancel as cancel:
+            return Outcome.cancelled(
                 job_id,
                 job.attempt,
-                "scheduled",
                 job.queue,
-                scheduled_at=datetime.now(UTC) + snooze.delay,
-                give_back=1,
-                snoozed=True,
+                error=attempt_error(started, job.attempt, f"JobCancel: {cancel.reason}"),
             )
-        except JobCancel as cancel:
-            err = _encode(
-                {
-                    "at": started,
-                    "attempt": job.attempt,
-                    "error": _clean(f"JobCancel: {cancel.reason}", MAX_ERROR_CHARS),
-                    "trace": "",
-                }
-            ).decode()
-            return Outcome(job_id, job.attempt, "cancelled", job.queue, error=err)
         except asyncio.CancelledError:
-            reason = self.cancel_reasons.pop(job_id, None)
+            reason = runner.reason
             if reason is None:
                 if not task.cancelling():
                     # The job's own code raised it (it awaited something cancelled): a
@@ -344,7 +276,7 @@ class Executor:
                         reg,
                     )
                 reason = CancelReason.SHUTDOWN  # the task was cancelled from outside
-            if reason == CancelReason.TIMEOUT:
+            if reason is CancelReason.TIMEOUT:
                 task.uncancel()  # handled here: the task goes on to report its outcome
                 return self._failure(
                     job, started, f"job timed out after {timeout} (worker {reg.name})", "", reg
@@ -354,10 +286,29 @@ class Executor:
             return self._failure(
                 job, started, f"{type(exc).__name__}: {exc}", traceback.format_exc(), reg
             )
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt, GeneratorExit... raised by the job's code:
+            # asyncio would let them out of the event loop and end the process, on every
+            # retry in every process that claims the job. A failure of this attempt.
+            if isinstance(exc, KeyboardInterrupt) and _interrupts.real_sigint_pending():
+                raise  # a real Ctrl-C: it means shutdown, not a job failure
+            return self._failure(
+                job,
+                started,
+                f"{type(exc).__name__}: {exc} (raised by the job; the process goes on)",
+                traceback.format_exc(),
+                reg,
+            )
         finally:
             if expiry is not None:
-                tq.finish(expiry)  # type: ignore[union-attr]
+                assert tq is not None
+                tq.finish(expiry)
             elif own_timer is not None:
                 own_timer.cancel()
-            self.cancel_reasons.pop(job_id, None)
-        return Outcome(job_id, job.attempt, "completed", job.queue)
+        return Outcome.completed(job_id, job.attempt, job.queue)
+
+    @staticmethod
+    def claim_time(row: JobRow) -> datetime:
+        """The claim's attempted_at (with the attempt, it names the claim)."""
+        at: datetime = row[ATTEMPTED_AT]
+        return at

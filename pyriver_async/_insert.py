@@ -7,16 +7,16 @@ import contextlib
 import gc
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-import asyncpg
 import msgspec
 
+from ._aio import settle
 from ._args import InsertOpts, JobArgs
-from ._codec import InsertParams, build_insert_params, build_plain_params, job_from_record
-from ._driver import Driver
-from ._errors import SchemaNotMigratedError
+from ._driver import InsertedRow, InsertExecutor, InsertParams, NextIds
+from ._insert_params import build_insert_params, build_plain_params
 from ._job import Job, JobState
+from ._rows import job_from_row
 
 __all__ = ["COPY_THRESHOLD", "InsertResult", "insert_many", "insert_one"]
 
@@ -37,13 +37,6 @@ COPY_THRESHOLD = 50
 # that the database's work overlaps ours (100k jobs: ~50 ms of ~800). Below it, the
 # round trip it may add outweighs the overlap.
 PREFETCH_IDS_FROM = 2000
-
-_MISSING_SCHEMA_ERRORS = (
-    asyncpg.UndefinedTableError,
-    asyncpg.UndefinedColumnError,
-    asyncpg.UndefinedFunctionError,
-    asyncpg.UndefinedObjectError,
-)
 
 
 class InsertResult:
@@ -94,57 +87,27 @@ class InsertResult:
         )
 
 
-_JSON = msgspec.json.encode
-
-
-def _missing_schema(exc: Exception, driver: Driver) -> SchemaNotMigratedError:
-    return SchemaNotMigratedError(
-        f"pyriver_async's tables are missing or out of date in schema {driver.schema!r} "
-        f"({type(exc).__name__}: {exc}); run `pyriver migrate up` "
-        "(or `await pyriver_async.migrate(...)`) first"
-    )
-
-
-def _result(rec: asyncpg.Record, p: InsertParams) -> InsertResult:
-    skipped = bool(rec["skipped"])
+def _result(ins: InsertedRow, p: InsertParams) -> InsertResult:
     args: Any = p.args
-    if skipped:
+    if ins.skipped:
         # The existing row: its args may differ from ours in fields the key ignores.
+        raw = ins.row[1]
         try:
-            args = msgspec.json.decode(rec["args"], type=type(p.args))
-        except msgspec.DecodeError:  # written by another version of the class
-            args = msgspec.json.decode(rec["args"])
-    return InsertResult(job=job_from_record(rec, args), unique_skipped_as_duplicate=skipped)
+            args = msgspec.json.decode(raw, type=type(p.args))
+        except (msgspec.DecodeError, msgspec.ValidationError):  # another version's class
+            args = msgspec.json.decode(raw)
+    return InsertResult(job=job_from_row(ins.row, args), unique_skipped_as_duplicate=ins.skipped)
 
 
-async def insert_one(
-    conn: Any, driver: Driver, args: JobArgs, opts: InsertOpts | None
-) -> InsertResult:
-    return await insert_params(conn, driver, build_insert_params(args, opts))
+async def insert_one(ex: InsertExecutor, args: JobArgs, opts: InsertOpts | None) -> InsertResult:
+    return await insert_params(ex, build_insert_params(args, opts))
 
 
 async def insert_params(
-    conn: Any, driver: Driver, p: InsertParams, *, timeout: float | None = None
+    ex: InsertExecutor, p: InsertParams, *, timeout: float | None = None
 ) -> InsertResult:
     """Insert one job whose parameters are already validated and encoded."""
-    try:
-        rec = await conn.fetchrow(
-            driver.sql["job_insert"],
-            p.encoded_args,
-            p.kind,
-            p.max_attempts,
-            p.metadata,
-            p.priority,
-            p.queue,
-            p.scheduled_at,
-            p.tags,
-            p.unique_key,
-            p.unique_states,
-            timeout=timeout,
-        )
-    except _MISSING_SCHEMA_ERRORS as exc:
-        raise _missing_schema(exc, driver) from exc
-    return _result(rec, p)
+    return _result(await ex.job_insert(p, timeout=timeout), p)
 
 
 def _dedupe(params: list[InsertParams]) -> tuple[list[InsertParams], list[int]]:
@@ -168,8 +131,7 @@ def _dedupe(params: list[InsertParams]) -> tuple[list[InsertParams], list[int]]:
 
 
 async def insert_many(
-    conn: Any,
-    driver: Driver,
+    ex: InsertExecutor,
     items: Sequence[JobArgs | tuple[JobArgs, InsertOpts | None]],
     *,
     copy_threshold: int | None = None,
@@ -180,20 +142,23 @@ async def insert_many(
     """
     if copy_threshold is None:
         copy_threshold = COPY_THRESHOLD
-    prefetched: asyncio.Future[Any] | None = None
-    try:
-        if len(items) >= max(copy_threshold, PREFETCH_IDS_FROM):
-            # A big batch: the database draws its ids (on the other core) while the
-            # batch is validated and encoded here. Drawing ids writes no row; a batch
-            # refused below leaves a gap in the sequence, as a rolled back insert does.
-            prefetched = asyncio.ensure_future(_next_ids(conn, driver, len(items), [], []))
-            await asyncio.sleep(0)  # let it be sent
-        return await _insert_built(conn, driver, items, copy_threshold, prefetched)
-    finally:
-        if prefetched is not None:
-            # Whatever happened (an error, a cancellation), the connection is not free
-            # before the statement has answered.
-            await _settle(prefetched)
+    async with ex.session() as s:
+        prefetched: asyncio.Future[NextIds] | None = None
+        try:
+            if len(items) >= max(copy_threshold, PREFETCH_IDS_FROM):
+                # A big batch: the database draws its ids (on the other core) while the
+                # batch is validated and encoded here. Drawing ids writes no row; a batch
+                # refused below leaves a gap in the sequence, as a rolled back insert does.
+                prefetched = asyncio.ensure_future(
+                    s.job_next_ids(n=len(items), queues=[], first_at=[])
+                )
+                await asyncio.sleep(0)  # let it be sent
+            return await _insert_built(s, items, copy_threshold, prefetched)
+        finally:
+            if prefetched is not None:
+                # Whatever happened (an error, a cancellation), the connection is not free
+                # before the statement has answered.
+                await settle(prefetched, swallow=True)
 
 
 # From this many items insert_many first tries to encode the batch in one call
@@ -214,11 +179,10 @@ def _build_each(items: Sequence[JobArgs | tuple[JobArgs, InsertOpts | None]]) ->
 
 
 async def _insert_built(
-    conn: Any,
-    driver: Driver,
+    ex: InsertExecutor,
     items: Sequence[JobArgs | tuple[JobArgs, InsertOpts | None]],
     copy_threshold: int,
-    prefetched: asyncio.Future[Any] | None,
+    prefetched: asyncio.Future[NextIds] | None,
 ) -> list[InsertResult]:
     params: list[InsertParams] | None = None
     any_unique = False
@@ -230,36 +194,33 @@ async def _insert_built(
             any_unique = any(p.unique_key is not None for p in params)
     if not params:
         return []
+    head: NextIds | None = None
     if prefetched is not None:
         # The connection is busy until it answers; a cancellation waits for it too.
-        await _settle(prefetched)
-    try:
-        if not any_unique:
-            # Nothing to collapse or to route through ON CONFLICT: one statement or
-            # COPY, results in input order.
-            if len(params) < copy_threshold:
-                return await _insert_unnest(conn, driver, params)
-            return await _insert_copy(conn, driver, params, _head(prefetched))
-        send, index = _dedupe(params)
-        plain = [i for i, p in enumerate(send) if p.unique_key is None]
-        if len(plain) < copy_threshold:
-            results = await _insert_unnest(conn, driver, send)
-        else:
-            # Plain jobs by COPY, unique ones (which need ON CONFLICT) in one statement;
-            # one transaction, so the batch stays all or nothing.
-            unique = [i for i, p in enumerate(send) if p.unique_key is not None]
-            head = _head(prefetched)
-            async with _atomic(conn):
-                copied = await _insert_copy(conn, driver, [send[i] for i in plain], head)
-                stated = await _insert_unnest(conn, driver, [send[i] for i in unique])
-            merged: list[InsertResult | None] = [None] * len(send)
-            for i, r in zip(plain, copied, strict=True):
-                merged[i] = r
-            for i, r in zip(unique, stated, strict=True):
-                merged[i] = r
-            results = [r for r in merged if r is not None]
-    except _MISSING_SCHEMA_ERRORS as exc:
-        raise _missing_schema(exc, driver) from exc
+        head = await settle(prefetched)
+    if not any_unique:
+        # Nothing to collapse or to route through ON CONFLICT: one statement or
+        # COPY, results in input order.
+        if len(params) < copy_threshold:
+            return await _insert_unnest(ex, params)
+        return await _insert_copy(ex, params, head)
+    send, index = _dedupe(params)
+    plain = [i for i, p in enumerate(send) if p.unique_key is None]
+    if len(plain) < copy_threshold:
+        results = await _insert_unnest(ex, send)
+    else:
+        # Plain jobs by COPY, unique ones (which need ON CONFLICT) in one statement;
+        # one transaction, so the batch stays all or nothing.
+        unique = [i for i, p in enumerate(send) if p.unique_key is not None]
+        async with ex.transaction():
+            copied = await _insert_copy(ex, [send[i] for i in plain], head)
+            stated = await _insert_unnest(ex, [send[i] for i in unique])
+        merged: list[InsertResult | None] = [None] * len(send)
+        for i, r in zip(plain, copied, strict=True):
+            merged[i] = r
+        for i, r in zip(unique, stated, strict=True):
+            merged[i] = r
+        results = [r for r in merged if r is not None]
     out = []
     for i, p in enumerate(params):
         r = results[index[i]]
@@ -270,101 +231,13 @@ async def _insert_built(
     return out
 
 
-async def _insert_unnest(conn: Any, driver: Driver, send: list[InsertParams]) -> list[InsertResult]:
-    rows = await conn.fetch(
-        driver.sql["job_insert_many"],
-        [p.encoded_args for p in send],
-        [p.kind for p in send],
-        [p.max_attempts for p in send],
-        [p.metadata for p in send],
-        [p.priority for p in send],
-        [p.queue for p in send],
-        [p.scheduled_at for p in send],
-        [_JSON(p.tags).decode() if p.tags else None for p in send],
-        [p.unique_key for p in send],
-        [p.unique_states for p in send],
-        driver.job_sequence,
-    )
-    # A new row carries the position (`ord`, from 1) of its input; a unique duplicate
-    # is the existing row, found by its key.
-    by_ord: dict[int, asyncpg.Record] = {}
-    by_key: dict[bytes, asyncpg.Record] = {}
-    for r in rows:
-        if r["ord"] is not None:
-            by_ord[r["ord"]] = r
-        elif r["unique_key"] is not None:
-            by_key[r["unique_key"]] = r
-    out = []
-    for n, p in enumerate(send, start=1):
-        rec = by_ord.get(n)
-        if rec is None:
-            assert p.unique_key is not None, "a row without a unique key is always inserted"
-            rec = by_key[p.unique_key]
-        out.append(_result(rec, p))
-    return out
-
-
-_COPY_COLUMNS = (
-    "id",
-    "args",
-    "kind",
-    "max_attempts",
-    "metadata",
-    "priority",
-    "queue",
-    "scheduled_at",
-    "created_at",
-    "state",
-    "tags",
-)
-
-
-def _atomic(conn: Any) -> contextlib.AbstractAsyncContextManager[Any]:
-    """A transaction around several statements, unless the caller's is already open.
-
-    Inside the caller's transaction a failure aborts it anyway, as a failed single
-    statement would: a savepoint would only cost two more round trips.
-    """
-    if conn.is_in_transaction():
-        return contextlib.nullcontext()
-    return cast("contextlib.AbstractAsyncContextManager[Any]", conn.transaction())
-
-
-async def _next_ids(
-    conn: Any, driver: Driver, n: int, queues: list[str], first_at: list[datetime | None]
-) -> Any:
-    return await conn.fetchrow(driver.sql["job_next_ids"], n, driver.job_sequence, queues, first_at)
-
-
-def _head(prefetched: asyncio.Future[Any] | None) -> Any:
-    """The row of ids drawn ahead (its error, if it failed), or None."""
-    return prefetched.result() if prefetched is not None else None
-
-
-async def _settle(fut: asyncio.Future[Any]) -> None:
-    """Wait for a statement already sent, whatever its end, and never cancel it:
-    cancelling it could abort the caller's transaction, and the connection is not free
-    before it has answered. A cancellation of the caller waits for it, then goes on."""
-    cancelled = False
-    while not fut.done():
-        try:
-            await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            if not fut.cancelled():
-                cancelled = True  # the caller was cancelled, not the statement
-        except Exception:
-            pass
-    if not fut.cancelled():
-        fut.exception()  # retrieved: no "exception was never retrieved" warning
-    if cancelled:
-        raise asyncio.CancelledError
+async def _insert_unnest(ex: InsertExecutor, send: list[InsertParams]) -> list[InsertResult]:
+    rows = await ex.job_insert_many(send)
+    return [_result(r, p) for r, p in zip(rows, send, strict=True)]
 
 
 async def _insert_copy(
-    conn: Any,
-    driver: Driver,
-    send: list[InsertParams],
-    head: Any = None,
+    ex: InsertExecutor, send: list[InsertParams], head: NextIds | None = None
 ) -> list[InsertResult]:
     """COPY with ids drawn from the sequence first, so the results need no read-back.
 
@@ -385,12 +258,14 @@ async def _insert_copy(
                 first_at[q] = at
     queues = sorted(first_at)
     drawn_ahead = head is not None
-    async with _atomic(conn):
+    async with ex.transaction():
         if head is None:
-            head = await _next_ids(conn, driver, len(send), queues, [first_at[q] for q in queues])
-        ids: list[int] = head["ids"]
+            head = await ex.job_next_ids(
+                n=len(send), queues=queues, first_at=[first_at[q] for q in queues]
+            )
+        ids = head.ids
         ids.sort()  # ascending, so the batch keeps its order in the claim; linear when sorted
-        now = head["now"]
+        now = head.now
         records = []
         with _gc_paused(len(send)):
             for job_id, p in zip(ids, send, strict=False):
@@ -417,26 +292,17 @@ async def _insert_copy(
                 )
         if len(records) != len(send):  # pragma: no cover - the database gave too few ids
             raise RuntimeError(f"asked for {len(send)} job ids, got {len(ids)}")
-        copy = asyncio.ensure_future(
-            conn.copy_records_to_table(
-                "river_job", schema_name=driver.schema, columns=_COPY_COLUMNS, records=records
-            )
-        )
-        try:
-            await asyncio.sleep(0)  # the COPY encodes its rows and starts sending them
-            # The results are made while the database takes in the rows (~0.3 us a job).
-            new_result = InsertResult._copied
+
+        def make_results() -> list[InsertResult]:
+            # Made while the database takes in the rows (~0.3 us a job).
             with _gc_paused(len(send)):
-                results = list(map(new_result, records, send))
-        except BaseException:
-            copy.cancel()
-            await _settle(copy)
-            raise
-        await copy
+                return list(map(InsertResult._copied, records, send))
+
+        results: list[InsertResult] = await ex.job_copy(records, make_results)
         if drawn_ahead:
-            due = [q for q in queues if first_at[q] is None or first_at[q] <= now]
+            due = [q for q in queues if (at := first_at[q]) is None or at <= now]
             if due:
-                await conn.execute(driver.sql["job_notify_queues"], due)
+                await ex.job_notify_queues(queues=due)
     return results
 
 

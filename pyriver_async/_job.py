@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import enum
-import logging
-from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
-if TYPE_CHECKING:
-    from ._client import Client
-
-__all__ = ["AttemptError", "Job", "JobContext", "JobState"]
+__all__ = ["FINALIZED_STATES", "AttemptError", "Job", "JobState"]
 
 ArgsT = TypeVar("ArgsT")
 
@@ -68,44 +63,3 @@ class Job(msgspec.Struct, Generic[ArgsT]):
     tags: list[str] = msgspec.field(default_factory=list)
     unique_key: bytes | None = None
     unique_states: int | None = None
-
-
-class JobContext:
-    """Given to a worker with its job.
-
-    - ``client``: insert follow-up jobs (``await ctx.client.insert(...)``).
-    - ``logger``: a logger whose records carry the job's id, kind and attempt.
-    - ``deadline``: when the job's timeout cancels it (``None`` without a timeout).
-    """
-
-    __slots__ = ("_client", "_logger", "_make_logger", "deadline", "job_id")
-
-    def __init__(
-        self,
-        client: Client,
-        job_id: int,
-        logger: logging.LoggerAdapter[logging.Logger]
-        | Callable[[], logging.LoggerAdapter[logging.Logger]],
-        deadline: datetime | None,
-    ) -> None:
-        self._client = client
-        self.job_id = job_id
-        # Most jobs never log: the adapter is made on first use.
-        if isinstance(logger, logging.LoggerAdapter):
-            self._logger: logging.LoggerAdapter[logging.Logger] | None = logger
-            self._make_logger = None
-        else:
-            self._logger = None
-            self._make_logger = logger
-        self.deadline = deadline
-
-    @property
-    def client(self) -> Client:
-        return self._client
-
-    @property
-    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
-        if self._logger is None:
-            assert self._make_logger is not None
-            self._logger = self._make_logger()
-        return self._logger

@@ -17,20 +17,11 @@ import tempfile
 import uuid
 from typing import Any
 
-import asyncpg
+from ._driver.asyncpg import admin
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 _embedded: Any = None
-
-
-async def _answers(url: str) -> bool:
-    try:
-        conn = await asyncpg.connect(url, timeout=2)
-    except (TimeoutError, OSError, asyncpg.PostgresError):
-        return False
-    await conn.close()
-    return True
 
 
 def _start_embedded() -> str:
@@ -62,7 +53,7 @@ async def admin_url() -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
-    if await _answers(LOCAL_URL):
+    if await admin.answers(LOCAL_URL):
         return LOCAL_URL
     return await asyncio.to_thread(_start_embedded)
 
@@ -77,20 +68,11 @@ def with_database(url: str, dbname: str) -> str:
 
 async def create_database(prefix: str = "pyriver") -> tuple[str, str]:
     """Create a fresh database; return ``(url, name)``."""
-    admin = await admin_url()
+    admin_url_ = await admin_url()
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return with_database(admin, name), name
+    await admin.create_database(admin_url_, name)
+    return with_database(admin_url_, name), name
 
 
 async def drop_database(name: str) -> None:
-    admin = await admin_url()
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await admin.drop_database(await admin_url(), name)

@@ -16,22 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
-
-import asyncpg
 
 from ._aio import wait_event
 from ._backoff import reconnect_delays
-from ._completer import RETRYABLE_ERRORS, Completer
-from ._driver import Driver
-from ._executor import CancelReason, Executor, cancelled_outcome
-
-if TYPE_CHECKING:
-    from ._client import QueueConfig
+from ._completer import Completer
+from ._config import QueueConfig
+from ._driver import Executor as DriverExecutor
+from ._driver import JobRow
+from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, QUEUE
+from ._errors import DatabaseError, MigrationError, TransientDatabaseError
+from ._executor import Executor, cancelled_outcome
+from ._outcome import CancelReason
 
 __all__ = ["Producer"]
 
@@ -39,20 +39,28 @@ log = logging.getLogger("pyriver_async.producer")
 
 
 class _Slot:
-    """One long-lived worker coroutine and the job it runs (``rec`` None: idle)."""
+    """One long-lived worker coroutine and the job it runs (``rec`` None: idle).
 
-    __slots__ = ("rec", "requested", "task", "waiter")
+    It owns why its current job was cancelled (``reason``): by request, timeout or
+    shutdown; the first reason given wins, except that a request to cancel the job
+    outranks them (the job then ends ``cancelled``, as asked).
+    """
+
+    __slots__ = ("reason", "rec", "requested", "task", "waiter")
 
     def __init__(self) -> None:
-        self.rec: asyncpg.Record | None = None
+        self.rec: JobRow | None = None
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.reason: CancelReason | None = None
         # Cancellations the producer asked for during the current job; any more on the
         # task came from outside (asyncio.run ending, a task group) and end the slot.
         self.requested = 0
 
-    def cancel(self) -> None:
+    def cancel(self, reason: CancelReason) -> None:
         if self.task is not None:
+            if self.reason is None or reason is CancelReason.CANCEL:
+                self.reason = reason
             self.requested += 1
             self.task.cancel()
 
@@ -63,8 +71,7 @@ class Producer:
         queue: str,
         config: QueueConfig,
         *,
-        pool: asyncpg.Pool,
-        driver: Driver,
+        db: DriverExecutor,
         executor: Executor,
         completer: Completer,
         client_id: str,
@@ -74,8 +81,7 @@ class Producer:
     ) -> None:
         self.queue = queue
         self.max_workers = config.max_workers
-        self._pool = pool
-        self._driver = driver
+        self._db = db
         self._executor = executor
         self._completer = completer
         self._client_id = client_id
@@ -121,14 +127,13 @@ class Producer:
         slot = self.running.get(job_id)
         if slot is None or slot.task is None:
             return False
-        self._executor.cancel_reasons[job_id] = CancelReason.CANCEL
-        slot.cancel()
+        slot.cancel(CancelReason.CANCEL)
         return True
 
     @property
     def job_names(self) -> dict[int, str]:
         """Ids and kinds of the jobs running now."""
-        return {job_id: slot.rec[2] for job_id, slot in self.running.items() if slot.rec}
+        return {job_id: slot.rec[KIND] for job_id, slot in self.running.items() if slot.rec}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -139,7 +144,9 @@ class Producer:
         self._stopping = True
         self._wake.set()
         if self._acquiring and self._task is not None:
-            self._task.cancel()  # waiting for a pool connection the app may hold for ever
+            # Waiting for a pool connection the application may hold for ever: no claim
+            # has been sent yet, so nothing is left half done.
+            self._task.cancel()
 
     async def wait_fetch_loop(self) -> None:
         if self._task is not None:
@@ -152,9 +159,8 @@ class Producer:
         await self._all_done.wait()
 
     def cancel_running(self) -> None:
-        for job_id, slot in list(self.running.items()):
-            self._executor.cancel_reasons.setdefault(job_id, CancelReason.SHUTDOWN)
-            slot.cancel()
+        for slot in list(self.running.values()):
+            slot.cancel(CancelReason.SHUTDOWN)
 
     def close(self) -> None:
         """End the idle worker coroutines (after the jobs have ended or been abandoned).
@@ -178,21 +184,21 @@ class Producer:
                     break
                 await self._fetch()
                 delays = None
-            except RETRYABLE_ERRORS as exc:
+            except TransientDatabaseError as exc:
                 # The claim may have committed with its reply lost: look for such rows
-                # once the database answers again.
+                # once the database answers again (after a refused statement there are
+                # none, and the look finds nothing).
                 self._orphans_possible = True
+                first = delays is None
                 delays = delays or reconnect_delays(0.05, 5.0)
                 delay = next(delays)
-                log.warning(
-                    "queue %r: claiming jobs failed (%s: %s); retrying in %.2fs",
+                (log.warning if first else log.debug)(
+                    "queue %r: claiming jobs failed (%s); retrying with backoff",
                     self.queue,
-                    type(exc).__name__,
                     exc,
-                    delay,
                 )
                 await self._sleep_or_stop(delay)
-            except asyncpg.PostgresError as exc:
+            except (DatabaseError, MigrationError) as exc:
                 log.error("queue %r: claim query failed: %s", self.queue, exc)
                 await self._sleep_or_stop(self._poll_interval)
             except Exception:
@@ -213,7 +219,12 @@ class Producer:
         deadline = time.monotonic() + self._poll_interval
         while not self._stopping:
             free = self._free()
-            can = free > 0 and not self.paused and self._completer.backlog < self._max_backlog
+            can = (
+                free > 0
+                and not self.paused
+                and self._completer.backlog < self._max_backlog
+                and not self._completer.failing
+            )
             if can and (self._backlog or self._notified):
                 if self._notified and not self._backlog:
                     # Debounce bursts of notifications: at most one fetch per cooldown.
@@ -236,21 +247,7 @@ class Producer:
             return
         self._notified = False
         self._last_fetch = time.monotonic()
-        # Waiting for a connection is the one wait stop() may interrupt: no claim has
-        # been sent yet, so nothing is left half done.
-        self._acquiring = True
-        try:
-            conn = await self._pool.acquire()
-        finally:
-            self._acquiring = False
-        try:
-            if self._orphans_possible:
-                await self._release_orphans(conn)
-            rows = await conn.fetch(
-                self._driver.sql["job_claim"], self.queue, limit, self._client_id
-            )
-        finally:
-            await self._pool.release(conn)
+        rows = await self._claim(limit)
         self._backlog = len(rows) == limit
         if not rows:
             return
@@ -260,7 +257,8 @@ class Producer:
         for rec in rows:
             slot = idle.pop() if idle else self._new_slot()
             slot.rec = rec
-            running[rec[0]] = slot
+            slot.reason = None
+            running[rec[ID]] = slot
             if slot.waiter is not None and not slot.waiter.done():
                 slot.waiter.set_result(None)
 
@@ -276,12 +274,24 @@ class Producer:
         if slot in self._idle:
             self._idle.remove(slot)
         rec = slot.rec
-        if rec is not None and self.running.get(rec[0]) is slot:
+        if rec is not None and self.running.get(rec[ID]) is slot:
             # Cancelled before its first step: the loop never ran to report its job.
-            self._unstarted(rec)
+            self._unstarted(rec, slot.reason)
             self._release(slot)
 
-    async def _release_orphans(self, conn: Any) -> None:
+    async def _claim(self, limit: int) -> list[JobRow]:
+        async with contextlib.AsyncExitStack() as stack:
+            # Waiting for a connection is the one wait stop() may interrupt.
+            self._acquiring = True
+            try:
+                db = await stack.enter_async_context(self._db.session())
+            finally:
+                self._acquiring = False
+            if self._orphans_possible:
+                await self._release_orphans(db)
+            return await db.job_claim(queue=self.queue, limit=limit, client_id=self._client_id)
+
+    async def _release_orphans(self, db: DriverExecutor) -> None:
         """Give back jobs a claim of ours took whose reply never reached us.
 
         They are `running` under this client's id but neither run here nor waiting to
@@ -289,8 +299,8 @@ class Producer:
         backstop, since this client is alive and heart-beating.
         """
         mine = list(self.running) + self._completer.unwritten_ids()
-        released = await conn.fetchval(
-            self._driver.sql["job_release_orphans"], self.queue, self._client_id, mine
+        released = await db.job_release_orphans(
+            queue=self.queue, client_id=self._client_id, keep=mine
         )
         self._orphans_possible = False
         if released:
@@ -317,7 +327,7 @@ class Producer:
                     rec = slot.rec
                     if rec is not None:
                         # Handed a job, cancelled before it took its first step.
-                        self._unstarted(rec)
+                        self._unstarted(rec, slot.reason)
                         self._release(slot)
                     if self._closing:
                         return
@@ -332,31 +342,32 @@ class Producer:
             assert rec is not None
             await self._work(slot, rec, task)
 
-    def _unstarted(self, rec: asyncpg.Record) -> None:
+    def _unstarted(self, rec: JobRow, reason: CancelReason | None) -> None:
         """A job cancelled before its first step never runs its body: report it as the
         cancellation asked (cancelled, or given back on shutdown)."""
-        job_id = rec[0]
-        reason = self._executor.cancel_reasons.pop(job_id, CancelReason.SHUTDOWN)
-        outcome = cancelled_outcome(job_id, rec[6], rec[3], datetime.now(UTC), reason)
-        outcome.attempted_at = rec[10]
+        outcome = cancelled_outcome(
+            rec[ID], rec[ATTEMPT], rec[QUEUE], datetime.now(UTC), reason or CancelReason.SHUTDOWN
+        )
+        outcome.attempted_at = rec[ATTEMPTED_AT]
         self._completer.add(outcome)
 
-    async def _work(self, slot: _Slot, rec: asyncpg.Record, task: asyncio.Task[None]) -> None:
+    async def _work(self, slot: _Slot, rec: JobRow, task: asyncio.Task[None]) -> None:
         try:
-            outcome = await self._executor.execute(rec, task)
+            outcome = await self._executor.execute(rec, slot)
         except BaseException as exc:
-            # Only a BaseException (KeyboardInterrupt...) gets here; the job is left
-            # running in the database for the rescuer, and this worker ends.
+            # Only a real SIGINT's KeyboardInterrupt gets here: the process is being
+            # interrupted. The job goes back as a shutdown would give it back.
             log.error(
-                "job %d (kind %r) ended its worker with %s; the rescuer will retry it",
-                rec[0],
-                rec[2],
+                "job %d (kind %r) interrupted by %s; it is given back",
+                rec[ID],
+                rec[KIND],
                 type(exc).__name__,
             )
+            self._unstarted(rec, CancelReason.SHUTDOWN)
             self._release(slot)
             raise
         outside = task.cancelling() > slot.requested
-        outcome.attempted_at = rec[10]
+        outcome.attempted_at = rec[ATTEMPTED_AT]
         self._completer.add(outcome)
         if outcome.state == "available" and outcome.scheduled_at is not None:
             # A short snooze: look again when it becomes claimable.
@@ -382,10 +393,11 @@ class Producer:
     def _release(self, slot: _Slot) -> None:
         rec = slot.rec
         slot.rec = None
+        slot.reason = None
         if rec is not None:
-            job_id = rec[0]
+            job_id = rec[ID]
             self.running.pop(job_id, None)
-            self.recent_done.append((time.monotonic(), job_id, rec[2]))
+            self.recent_done.append((time.monotonic(), job_id, rec[KIND]))
         if not self.running:
             self._all_done.set()
         if self._backlog or self._notified:

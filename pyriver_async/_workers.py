@@ -11,10 +11,12 @@ from typing import Any, Generic, TypeVar, overload
 import msgspec
 
 from ._args import JobArgs
+from ._config import to_timeout
+from ._context import JobContext
 from ._errors import ConfigError
-from ._job import Job, JobContext
+from ._job import Job
 
-__all__ = ["Worker", "Workers"]
+__all__ = ["UNSET", "Registration", "Worker", "Workers", "to_timeout"]
 
 ArgsT = TypeVar("ArgsT", bound=JobArgs)
 
@@ -29,20 +31,6 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
-
-
-def to_timeout(value: timedelta | float | None, what: str) -> timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        t = value
-    elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{what} must be a timedelta, a number of seconds or None")
-    else:
-        t = timedelta(seconds=value)
-    if t <= timedelta(0):
-        raise ConfigError(f"{what} must be positive (use None for no timeout)")
-    return t
 
 
 class Worker(Generic[ArgsT]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pyriver_async import JobEvent, Subscription
 
@@ -57,3 +58,11 @@ async def events_for(sub: Subscription, ids: set[int], timeout: float) -> dict[i
     except TimeoutError:
         raise AssertionError(f"only {sorted(seen)} of {sorted(ids)} had an event") from None
     return seen
+
+
+def db_executor(pool: Any) -> Any:
+    """The engine's executor over a test's pool (what maintenance services take)."""
+    from pyriver_async._driver.asyncpg import AsyncpgExecutor
+    from pyriver_async._driver.queries import Queries
+
+    return AsyncpgExecutor(Queries.for_schema("public"), pool=pool, timeout=30.0)

@@ -1,5 +1,197 @@
-"""The only place that talks SQL. Queries live in ``*.sql`` files beside this module."""
+"""The driver seam: the only way the library talks to PostgreSQL.
 
-from ._driver import JOB_COLUMNS, Driver, load_queries, quote_ident
+Everything above this package calls an :class:`Executor` method with keyword
+arguments and gets job rows (tuples read by the named indices of ``columns``) or the
+small records of ``records``; it never sees a connection, a SQL string or a driver's
+exception. Each implementation translates its driver's errors into
+:class:`~pyriver_async._errors.DatabaseError` (transient or not, decided once by
+SQLSTATE in :func:`~pyriver_async._errors.classify_sqlstate`) and
+:class:`~pyriver_async._errors.SchemaNotMigratedError`.
 
-__all__ = ["JOB_COLUMNS", "Driver", "load_queries", "quote_ident"]
+- ``asyncpg/``: the engine's driver (claims, completions, LISTEN, maintenance,
+  migrations) and inserts on asyncpg connections and pools. The only package that
+  imports asyncpg.
+- ``psycopg`` and ``sqlalchemy`` implementations of :class:`InsertExecutor` let
+  ``client.insert(args, conn=...)`` join a transaction of those libraries.
+
+The SQL lives in ``sql/*.sql``, loaded by :mod:`.queries`. These Protocols are the
+library's own seam, not (yet) an interface for users to implement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from .._outcome import Outcome
+from .columns import JOB_COLUMNS
+from .queries import Queries, Query, quote_ident
+from .records import (
+    COPY_COLUMNS,
+    InsertedRow,
+    InsertParams,
+    LeaderRow,
+    NextIds,
+    RecordedMigration,
+    RescueCounts,
+    ScheduleCounts,
+    TableStats,
+)
+
+__all__ = [
+    "COPY_COLUMNS",
+    "JOB_COLUMNS",
+    "Executor",
+    "InsertExecutor",
+    "InsertParams",
+    "InsertedRow",
+    "JobRow",
+    "LeaderRow",
+    "Listener",
+    "NextIds",
+    "Queries",
+    "Query",
+    "RecordedMigration",
+    "RescueCounts",
+    "ScheduleCounts",
+    "TableStats",
+    "quote_ident",
+]
+
+#: A job row in ``JOB_COLUMNS`` order (read it with the indices of ``columns``).
+JobRow = Sequence[Any]
+
+
+class InsertExecutor(Protocol):
+    """What inserting jobs needs; bound to one connection (or a pool) of some library."""
+
+    @property
+    def queries(self) -> Queries: ...
+
+    def session(self) -> AbstractAsyncContextManager[Any]:
+        """This executor bound to one connection for the calls in the block (itself,
+        when it is bound already)."""
+        ...
+
+    def in_transaction(self) -> bool:
+        """True when the bound connection is inside a transaction."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """A transaction around several calls; nothing when one is already open (a
+        failure then aborts the caller's transaction, as a failed statement would)."""
+        ...
+
+    async def job_insert(self, p: InsertParams, *, timeout: float | None = None) -> InsertedRow:
+        """Insert one job (or find its unique duplicate) and wake its queue."""
+        ...
+
+    async def job_insert_many(self, ps: Sequence[InsertParams]) -> list[InsertedRow]:
+        """Insert many jobs in one statement; results in the order of ``ps``."""
+        ...
+
+    async def job_next_ids(
+        self, *, n: int, queues: Sequence[str], first_at: Sequence[datetime | None]
+    ) -> NextIds:
+        """Draw ``n`` ids and read the clock; wake each queue whose first job is due."""
+        ...
+
+    async def job_copy(
+        self, records: Sequence[tuple[Any, ...]], during: Callable[[], Any] | None = None
+    ) -> Any:
+        """COPY ``records`` (``COPY_COLUMNS`` order) into river_job; ``during()`` runs
+        while the rows travel, and its result is returned."""
+        ...
+
+    async def job_notify_queues(self, *, queues: Sequence[str]) -> None:
+        """One wake-up per queue."""
+        ...
+
+
+class Executor(InsertExecutor, Protocol):
+    """Every query of the engine, the control API, maintenance and migrations."""
+
+    def session(self) -> AbstractAsyncContextManager[Executor]:
+        """An executor holding one connection for several calls."""
+        ...
+
+    # -- jobs: the engine --------------------------------------------------------------
+    async def job_claim(self, *, queue: str, limit: int, client_id: str) -> list[JobRow]: ...
+    async def job_complete_many(self, outcomes: Sequence[Outcome]) -> int: ...
+    async def job_set_outcome_many(self, outcomes: Sequence[Outcome]) -> int: ...
+    async def job_release_orphans(
+        self, *, queue: str, client_id: str, keep: Sequence[int]
+    ) -> int: ...
+
+    # -- jobs: control -----------------------------------------------------------------
+    async def job_get(self, *, id: int) -> JobRow | None: ...
+    async def job_cancel(self, *, id: int) -> JobRow | None: ...
+
+    # -- jobs: maintenance -------------------------------------------------------------
+    async def job_schedule(self, *, limit: int) -> ScheduleCounts: ...
+    async def job_rescue(
+        self, *, dead_after: float, stuck_after: float, limit: int, liveness: bool
+    ) -> RescueCounts: ...
+    async def job_clean(self, *, state: str, older_than: float, limit: int) -> int: ...
+
+    # -- queues ------------------------------------------------------------------------
+    async def queue_pause(self, *, name: str) -> None: ...
+    async def queue_resume(self, *, name: str) -> None: ...
+    async def queue_paused_many(self, *, names: Sequence[str]) -> set[str]: ...
+    async def queue_keep(self, *, names: Sequence[str]) -> None: ...
+    async def queue_clean(self, *, older_than: float, limit: int) -> int: ...
+
+    # -- leader ------------------------------------------------------------------------
+    async def leader_attempt_elect(self, *, leader_id: str, ttl: float) -> datetime | None: ...
+    async def leader_get(self) -> LeaderRow | None: ...
+    async def leader_attempt_reelect(
+        self, *, leader_id: str, elected_at: datetime, ttl: float
+    ) -> bool: ...
+    async def leader_resign(self, *, leader_id: str, elected_at: datetime) -> None: ...
+
+    # -- clients (liveness) -------------------------------------------------------------
+    async def client_heartbeat(
+        self, *, id: str, hostname: str, pid: int, queues: Sequence[str]
+    ) -> None: ...
+    async def client_mark_dead(self, *, id: str) -> None: ...
+    async def client_prune(self, *, older_than: float) -> int: ...
+
+    # -- PostgreSQL --------------------------------------------------------------------
+    async def pg_job_table_stats(self) -> TableStats | None: ...
+    async def pg_vacuum_jobs(self) -> None: ...
+
+    # -- migrations --------------------------------------------------------------------
+    async def migration_table_info(self) -> bool | None:
+        """None without a river_migration table, else whether it has its line column."""
+        ...
+
+    async def migration_rows(self, *, has_line: bool) -> list[RecordedMigration]: ...
+    async def migration_run(
+        self, *, script: str, line: str, version: int, up: bool, has_line: bool | None
+    ) -> None:
+        """Run one migration file in its own transaction and record (or forget) it."""
+        ...
+
+    async def migration_lock(self, *, key: int) -> None: ...
+    async def migration_unlock(self, *, key: int) -> None: ...
+    async def schema_ensure(self) -> None: ...
+    async def schema_columns(self, *, tables: Sequence[str]) -> set[tuple[str, str]]: ...
+    async def schema_indexes(self, *, names: Sequence[str]) -> set[str]: ...
+
+
+class Listener(Protocol):
+    """The LISTEN connection: ``async with listener.connect(): ...``."""
+
+    def connect(self) -> AbstractAsyncContextManager[Listener]: ...
+    async def listen(
+        self, channels: Sequence[str], on_message: Callable[[str, str], None]
+    ) -> None: ...
+    async def wait_lost(self, health_check_interval: float) -> None:
+        """Return (raising ConnectionLostError) when the connection is gone or fails
+        its health check; runs until then."""
+        ...
+
+    @property
+    def backend_pid(self) -> int | None: ...

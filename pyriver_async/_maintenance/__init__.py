@@ -6,6 +6,5 @@ One module per service (``heartbeat``, ``queues``, ``leader``, ``scheduler``,
 """
 
 from .maintenance import Maintenance
-from .periodic import PeriodicJob, PeriodicJobHandle, PeriodicJobs
 
-__all__ = ["Maintenance", "PeriodicJob", "PeriodicJobHandle", "PeriodicJobs"]
+__all__ = ["Maintenance"]

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-import asyncpg
-
-from .._driver import Driver
-from .service import Service, rowcount
+from .._driver import Executor
+from .service import Service
 
 __all__ = ["CleanResult", "Cleaner"]
 
@@ -38,14 +35,12 @@ class Cleaner(Service):
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        driver: Driver,
+        executor: Executor,
         *,
         retention: Mapping[str, float | None],
         queue_retention: float = 86400.0,
         interval: float = 30.0,
         batch_size: int = 1000,
-        statement_timeout: float = 30.0,
     ) -> None:
         super().__init__(interval=interval)
         if batch_size < 1:
@@ -53,12 +48,10 @@ class Cleaner(Service):
         unknown = set(retention) - set(FINALIZED_STATES)
         if unknown:
             raise ValueError(f"retention for unknown states {sorted(unknown)}")
-        self._pool = pool
-        self._driver = driver
+        self._executor = executor
         self.retention = {s: float(retention.get(s) or 0.0) for s in FINALIZED_STATES}
         self.queue_retention = float(queue_retention)
         self.batch_size = batch_size
-        self.statement_timeout = statement_timeout
         self.last_result = CleanResult()
 
     async def run_once(self) -> None:
@@ -67,19 +60,24 @@ class Cleaner(Service):
     async def clean(self) -> CleanResult:
         """Delete everything past its retention now; return the counts."""
         jobs: dict[str, int] = {}
-        async with self._pool.acquire() as conn:
+        queues = 0
+        async with self._executor.session() as ex:
             for state in FINALIZED_STATES:
                 keep = self.retention[state]
                 if keep <= 0:
                     continue
-                jobs[state] = await self._delete_batches(
-                    conn, self._driver.sql["maint_clean_jobs"], state, keep
-                )
-            queues = 0
+                jobs[state] = 0
+                while True:
+                    n = await ex.job_clean(state=state, older_than=keep, limit=self.batch_size)
+                    jobs[state] += n
+                    if n < self.batch_size:
+                        break
             if self.queue_retention > 0:
-                queues = await self._delete_batches(
-                    conn, self._driver.sql["maint_clean_queues"], self.queue_retention
-                )
+                while True:
+                    n = await ex.queue_clean(older_than=self.queue_retention, limit=self.batch_size)
+                    queues += n
+                    if n < self.batch_size:
+                        break
         deleted = sum(jobs.values())
         if deleted or queues:
             self.log.info(
@@ -89,12 +87,3 @@ class Cleaner(Service):
                 queues,
             )
         return CleanResult(jobs=jobs, queues=queues)
-
-    async def _delete_batches(self, conn: Any, sql: str, *args: object) -> int:
-        total = 0
-        while True:
-            status = await conn.execute(sql, *args, self.batch_size, timeout=self.statement_timeout)
-            n = rowcount(status)
-            total += n
-            if n < self.batch_size:
-                return total

@@ -12,9 +12,7 @@ import socket
 import time
 from collections.abc import Sequence
 
-import asyncpg
-
-from .._driver import Driver
+from .._driver import Executor
 from .service import Service
 
 __all__ = ["Heartbeat"]
@@ -27,8 +25,7 @@ class Heartbeat(Service):
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        driver: Driver,
+        executor: Executor,
         client_id: str,
         queues: Sequence[str] = (),
         *,
@@ -43,8 +40,7 @@ class Heartbeat(Service):
         self.liveness = liveness  # False: no pyriver_client table (a River-only schema)
         self._last_beat = time.monotonic()
         self._warned = False
-        self._pool = pool
-        self._driver = driver
+        self._executor = executor
         self.client_id = client_id
         self.queues = sorted(set(queues))
         self._hostname = socket.gethostname()[:255]
@@ -54,15 +50,9 @@ class Heartbeat(Service):
         if not self.liveness:
             return
         try:
-            async with self._pool.acquire() as conn:
-                await conn.execute(
-                    self._driver.sql["maint_client_heartbeat"],
-                    self.client_id,
-                    self._hostname,
-                    self._pid,
-                    self.queues,
-                    timeout=max(self.interval, 5.0),
-                )
+            await self._executor.client_heartbeat(
+                id=self.client_id, hostname=self._hostname, pid=self._pid, queues=self.queues
+            )
         except Exception:
             silent = time.monotonic() - self._last_beat
             if self.dead_after is not None and silent > self.dead_after and not self._warned:
@@ -83,5 +73,4 @@ class Heartbeat(Service):
         """Tell the rescuer this client is gone (call after :meth:`stop`)."""
         if not self.liveness:
             return
-        async with self._pool.acquire() as conn:
-            await conn.execute(self._driver.sql["maint_client_mark_dead"], self.client_id)
+        await self._executor.client_mark_dead(id=self.client_id)

@@ -27,10 +27,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from .._backoff import reconnect_delays
-from .._driver import Driver
+from .._driver import Executor
 from .service import cancel_and_wait, wait_event
 
 __all__ = ["LeaderElector"]
@@ -54,8 +52,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        driver: Driver,
+        executor: Executor,
         client_id: str,
         *,
         ttl: float = 15.0,
@@ -66,8 +63,7 @@ class LeaderElector:
     ) -> None:
         if not ttl > 0:
             raise ValueError(f"leader ttl must be positive, got {ttl!r}")
-        self._pool = pool
-        self._driver = driver
+        self._executor = executor
         self.client_id = client_id
         self.ttl = float(ttl)
         self.elect_interval = elect_interval if elect_interval is not None else self.ttl / 2
@@ -242,10 +238,7 @@ class LeaderElector:
             return
         try:
             async with asyncio.timeout(timeout):
-                async with self._pool.acquire() as conn:
-                    await conn.fetchval(
-                        self._driver.sql["maint_leader_resign"], self.client_id, term
-                    )
+                await self._executor.leader_resign(leader_id=self.client_id, elected_at=term)
         except Exception as exc:
             log.warning(
                 "leadership: could not resign (%s: %s); the row expires by itself",
@@ -260,23 +253,15 @@ class LeaderElector:
     async def _attempt_elect(self) -> tuple[datetime | None, float | None]:
         """Try to become leader. Returns (my term, None) or (None, seconds left to the
         current leader's term, when known)."""
-        sql = self._driver.sql
-        async with self._pool.acquire() as conn:
-            async with conn.transaction():
-                await conn.execute(sql["maint_leader_delete_expired"])
-                term: datetime | None = await conn.fetchval(
-                    sql["maint_leader_elect"], self.client_id, self.ttl
-                )
-            if term is not None:
-                return term, None
-            row = await conn.fetchrow(sql["maint_leader_get"])
-        if row is None:
-            return None, 0.0
-        return None, float(row["remaining"])
+        ex = self._executor
+        term = await ex.leader_attempt_elect(leader_id=self.client_id, ttl=self.ttl)
+        if term is not None:
+            return term, None
+        row = await ex.leader_get()
+        return None, (0.0 if row is None else row.remaining)
 
     async def _attempt_reelect(self) -> bool:
-        async with self._pool.acquire() as conn:
-            expires = await conn.fetchval(
-                self._driver.sql["maint_leader_reelect"], self.client_id, self._term, self.ttl
-            )
-        return expires is not None
+        assert self._term is not None
+        return await self._executor.leader_attempt_reelect(
+            leader_id=self.client_id, elected_at=self._term, ttl=self.ttl
+        )

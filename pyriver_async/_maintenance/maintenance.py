@@ -11,54 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-import asyncpg
-
-from .._driver import Driver
-from .._errors import ConfigError
+from .._config import ClientConfig
+from .._driver import Executor
+from .._periodic import CATCH_UP_WINDOW, PeriodicJob, PeriodicJobs
 from .cleaner import Cleaner
 from .heartbeat import Heartbeat
 from .leader import LeaderElector
-from .periodic import CATCH_UP_WINDOW, PeriodicEnqueuer, PeriodicJob, PeriodicJobs
+from .periodic import PeriodicEnqueuer
 from .queues import QueueKeeper
 from .rescuer import Rescuer
 from .scheduler import Scheduler
 from .service import Service
-from .vacuumer import DEFAULT_DEAD_TUPLES, Vacuumer
+from .vacuumer import Vacuumer
 
-__all__ = ["ClientSettings", "Maintenance"]
+__all__ = ["Maintenance"]
 
 log = logging.getLogger("pyriver_async.maintenance")
-
-
-class ClientSettings(Protocol):
-    """What maintenance reads from its client (durations in seconds; None: default)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def queues(self) -> Mapping[str, Any]: ...
-    @property
-    def rescue_stuck_jobs_after(self) -> float | None: ...
-    @property
-    def heartbeat_interval(self) -> float | None: ...
-    @property
-    def dead_client_after(self) -> float | None: ...
-    @property
-    def leader_ttl(self) -> float | None: ...
-    @property
-    def retention(self) -> Mapping[str, float | None]: ...
-    @property
-    def vacuum_dead_tuples(self) -> int: ...
-
-
-def _positive(value: float | None, default: float, what: str) -> float:
-    v = default if value is None else float(value)
-    if not v > 0:
-        raise ConfigError(f"{what} must be positive, got {value!r}")
-    return v
 
 
 class Maintenance:
@@ -66,17 +37,23 @@ class Maintenance:
     leader-only services while it leads.
 
     ``periodic_jobs`` is a :class:`PeriodicJobs` (kept as is, so changes made to it at
-    runtime are followed) or any iterable of :class:`PeriodicJob`. The keyword
-    arguments shorten the services' intervals (tests); the defaults suit production.
+    runtime are followed) or any iterable of :class:`PeriodicJob`. ``liveness`` is
+    False on a schema River migrated (no pyriver_client table): stuck jobs are then
+    rescued by age alone. The keyword arguments shorten the services' intervals
+    (tests); the defaults suit production.
     """
 
     def __init__(
         self,
-        client: ClientSettings,
-        pool: asyncpg.Pool,
-        driver: Driver,
-        periodic_jobs: PeriodicJobs | Iterable[PeriodicJob] = (),
+        executor: Executor,
+        config: ClientConfig,
         *,
+        client_id: str,
+        queues: Sequence[str] = (),
+        periodic_jobs: PeriodicJobs | Iterable[PeriodicJob] = (),
+        liveness: bool = True,
+        pool_size: int = 10,
+        heartbeat_executor: Executor | None = None,
         scheduler_interval: float = 1.0,
         rescuer_interval: float | None = None,
         cleaner_interval: float = 30.0,
@@ -84,16 +61,14 @@ class Maintenance:
         periodic_max_wait: float = 1.0,
         vacuumer_interval: float = 5.0,
     ) -> None:
-        self.client_id = client.id
+        self.client_id = client_id
         self.periodic_jobs = (
             periodic_jobs
             if isinstance(periodic_jobs, PeriodicJobs)
             else PeriodicJobs(periodic_jobs)
         )
-        heartbeat_interval = _positive(client.heartbeat_interval, 5.0, "heartbeat_interval")
-        dead_client_after = _positive(client.dead_client_after, 30.0, "dead_client_after")
-        rescue_after = _positive(client.rescue_stuck_jobs_after, 3600.0, "rescue_stuck_jobs_after")
-        ttl = _positive(client.leader_ttl, 15.0, "leader_ttl")
+        heartbeat_interval = config.heartbeat_interval
+        dead_client_after = config.dead_client_after
         if dead_client_after < 2 * heartbeat_interval:
             log.warning(
                 "dead_client_after (%.1fs) is less than two heartbeat intervals (%.1fs): "
@@ -101,41 +76,33 @@ class Maintenance:
                 dead_client_after,
                 heartbeat_interval,
             )
-        retention = dict(client.retention)
-        queues = list(client.queues)
-
-        # A database River migrated has no liveness table: rescue by age alone.
-        liveness = bool(getattr(client, "liveness", True))
+        retention = dict(config.retention)
         self.heartbeat = Heartbeat(
-            pool,
-            driver,
-            client.id,
+            heartbeat_executor or executor,
+            client_id,
             queues,
             interval=heartbeat_interval,
             dead_after=dead_client_after,
             liveness=liveness,
         )
-        self.queue_keeper = QueueKeeper(pool, driver, queues, interval=heartbeat_interval)
+        self.queue_keeper = QueueKeeper(executor, queues, interval=heartbeat_interval)
         self.elector = LeaderElector(
-            pool,
-            driver,
-            client.id,
-            ttl=ttl,
+            executor,
+            client_id,
+            ttl=config.leader_ttl,
             on_elected=self._start_leader_services,
             on_lost=self._stop_leader_services,
         )
-        self.scheduler = Scheduler(pool, driver, interval=scheduler_interval)
+        self.scheduler = Scheduler(executor, interval=scheduler_interval)
         self.rescuer = Rescuer(
-            pool,
-            driver,
+            executor,
             dead_client_after=dead_client_after,
-            rescue_stuck_jobs_after=rescue_after,
+            rescue_stuck_jobs_after=config.rescue_stuck_jobs_after,
             interval=rescuer_interval,
             liveness=liveness,
         )
         self.cleaner = Cleaner(
-            pool,
-            driver,
+            executor,
             retention=retention,
             queue_retention=queue_retention,
             interval=cleaner_interval,
@@ -143,16 +110,19 @@ class Maintenance:
         # A run deleted by the cleaner must not be caught up again.
         kept = [v for v in retention.values() if v]
         self.periodic = PeriodicEnqueuer(
-            pool,
-            driver,
+            executor,
             self.periodic_jobs,
             max_wait=periodic_max_wait,
             catch_up_window=min([CATCH_UP_WINDOW, *kept]),
         )
-        dead_tuples = int(getattr(client, "vacuum_dead_tuples", DEFAULT_DEAD_TUPLES))
         self.vacuumer = (
-            Vacuumer(pool, driver, dead_tuples=dead_tuples, interval=vacuumer_interval)
-            if dead_tuples > 0
+            Vacuumer(
+                executor,
+                pool_size=pool_size,
+                dead_tuples=config.vacuum_dead_tuples,
+                interval=vacuumer_interval,
+            )
+            if config.vacuum_dead_tuples > 0
             else None
         )
         for service in self.leader_services:

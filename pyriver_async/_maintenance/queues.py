@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
-from .._driver import Driver
+from .._driver import Executor
 from .service import Service
 
 __all__ = ["QueueKeeper"]
@@ -24,19 +22,16 @@ class QueueKeeper(Service):
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        driver: Driver,
+        executor: Executor,
         queues: Sequence[str],
         *,
         interval: float = 5.0,
     ) -> None:
         super().__init__(interval=interval)
-        self._pool = pool
-        self._driver = driver
+        self._executor = executor
         self.queues = sorted(set(queues))
 
     async def run_once(self) -> None:
         if not self.queues:
             return
-        async with self._pool.acquire() as conn:
-            await conn.execute(self._driver.sql["maint_queue_keep"], self.queues)
+        await self._executor.queue_keep(names=self.queues)

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
-
-from .._driver import Driver
-from .service import Service, rowcount
+from .._driver import Executor
+from .service import Service
 
 __all__ = ["RescueResult", "Rescuer"]
 
@@ -50,14 +48,12 @@ class Rescuer(Service):
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        driver: Driver,
+        executor: Executor,
         *,
         dead_client_after: float = 30.0,
         rescue_stuck_jobs_after: float = 3600.0,
         interval: float | None = None,
         batch_size: int = 1000,
-        statement_timeout: float = 60.0,
         liveness: bool = True,
     ) -> None:
         # Checking a few times per dead_client_after keeps detection close to it.
@@ -66,23 +62,12 @@ class Rescuer(Service):
         super().__init__(interval=interval)
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self._pool = pool
-        self._driver = driver
+        self._executor = executor
         self.dead_client_after = float(dead_client_after)
         self.rescue_stuck_jobs_after = float(rescue_stuck_jobs_after)
         self.batch_size = batch_size
-        self.statement_timeout = statement_timeout
         self.last_result = RescueResult()
         self.liveness = liveness
-        self._sql = driver.sql["maint_rescue"]
-        if not liveness:
-            # A River-only schema has no pyriver_client table: the same query with an
-            # empty stand-in for it judges every running job by age alone.
-            table = f"{driver.qschema}.pyriver_client AS c"
-            assert table in self._sql
-            self._sql = self._sql.replace(
-                table, "(SELECT NULL::text AS id, NULL::timestamptz AS heartbeat_at) AS c"
-            )
 
     async def run_once(self) -> None:
         self.last_result = await self.rescue()
@@ -90,32 +75,24 @@ class Rescuer(Service):
     async def rescue(self) -> RescueResult:
         """Rescue every stuck job now, then prune old liveness rows; return the counts."""
         retried = discarded = cancelled = 0
-        sql = self._sql
-        async with self._pool.acquire() as conn:
+        pruned = 0
+        async with self._executor.session() as ex:
             while True:
-                rec = await conn.fetchrow(
-                    sql,
-                    self.dead_client_after,
-                    self.rescue_stuck_jobs_after,
-                    self.batch_size,
-                    timeout=self.statement_timeout,
+                counts = await ex.job_rescue(
+                    dead_after=self.dead_client_after,
+                    stuck_after=self.rescue_stuck_jobs_after,
+                    limit=self.batch_size,
+                    liveness=self.liveness,
                 )
-                assert rec is not None
-                retried += rec["retried"]
-                discarded += rec["discarded"]
-                cancelled += rec["cancelled"]
-                if rec["total"] < self.batch_size:
+                retried += counts.retried
+                discarded += counts.discarded
+                cancelled += counts.cancelled
+                if counts.total < self.batch_size:
                     break
-            status = (
-                await conn.execute(
-                    self._driver.sql["maint_prune_clients"],
-                    self.rescue_stuck_jobs_after + CLIENT_ROW_GRACE,
-                    timeout=self.statement_timeout,
+            if self.liveness:
+                pruned = await ex.client_prune(
+                    older_than=self.rescue_stuck_jobs_after + CLIENT_ROW_GRACE
                 )
-                if self.liveness
-                else ""
-            )
-        pruned = rowcount(status)
         if retried or discarded or cancelled:
             self.log.warning(
                 "rescued stuck jobs: %d to retry, %d discarded (no attempt left), %d cancelled",

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
-
-from .._driver import Driver
+from .._driver import Executor
 from .service import Service
 
 __all__ = ["ScheduleResult", "Scheduler"]
@@ -31,20 +29,16 @@ class Scheduler(Service):
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        driver: Driver,
+        executor: Executor,
         *,
         interval: float = 1.0,
         batch_size: int = 10_000,
-        statement_timeout: float = 60.0,
     ) -> None:
         super().__init__(interval=interval)
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self._pool = pool
-        self._driver = driver
+        self._executor = executor
         self.batch_size = batch_size
-        self.statement_timeout = statement_timeout
         self.last_result = ScheduleResult()
 
     async def run_once(self) -> None:
@@ -53,12 +47,10 @@ class Scheduler(Service):
     async def schedule(self) -> ScheduleResult:
         """Promote every due job now; return the counts."""
         available = discarded = 0
-        sql = self._driver.sql["maint_schedule"]
-        async with self._pool.acquire() as conn:
+        async with self._executor.session() as ex:
             while True:
-                rec = await conn.fetchrow(sql, self.batch_size, timeout=self.statement_timeout)
-                assert rec is not None
-                total, gone = int(rec["total"]), int(rec["discarded"])
+                counts = await ex.job_schedule(limit=self.batch_size)
+                total, gone = counts.total, counts.discarded
                 available += total - gone
                 discarded += gone
                 if gone:

@@ -13,15 +13,14 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import ClassVar
 
-import asyncpg
-
 from .._aio import cancel_and_wait, wait_event
 from .._backoff import reconnect_delays
+from .._errors import DatabaseError, MigrationError
 
-__all__ = ["Service", "cancel_and_wait", "rowcount", "wait_event"]
+__all__ = ["Service", "cancel_and_wait", "wait_event"]
 
 # Failures of these kinds are the database being away or busy: one line, no traceback.
-_EXPECTED_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_EXPECTED_ERRORS = (DatabaseError, MigrationError, TimeoutError)
 
 
 class Service:
@@ -110,11 +109,3 @@ class Service:
                     await wait_event(self._wake, wait)
         finally:
             self.log.debug("%s stopped", self.name)
-
-
-def rowcount(status: str) -> int:
-    """The row count of a command tag such as ``DELETE 3``."""
-    try:
-        return int(status.rsplit(" ", 1)[-1])
-    except ValueError:
-        return 0

@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import time
 
-import asyncpg
-
-from .._driver import Driver
+from .._driver import Executor
+from .._errors import TransientDatabaseError
 from .service import Service
 
 __all__ = ["Vacuumer"]
@@ -48,17 +47,17 @@ class Vacuumer(Service):
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        driver: Driver,
+        executor: Executor,
         *,
+        pool_size: int,
         dead_tuples: int = DEFAULT_DEAD_TUPLES,
         interval: float = 5.0,
     ) -> None:
         super().__init__(interval=interval)
         if dead_tuples < 1:
             raise ValueError("dead_tuples must be at least 1")
-        self._pool = pool
-        self._driver = driver
+        self._executor = executor
+        self._pool_size = pool_size
         self.dead_tuples = dead_tuples
         self.allowed = True
         self.vacuums = 0
@@ -77,31 +76,33 @@ class Vacuumer(Service):
         """Vacuum now when the statistics say so; True when a VACUUM ran."""
         if not self.allowed or time.monotonic() < self._paused_until:
             return False
-        if self._pool.get_max_size() < MIN_POOL_SIZE:
+        if self._pool_size < MIN_POOL_SIZE:
             self.allowed = False
             self.log.info(
                 "the pool has fewer than %d connections: river_job is left to autovacuum",
                 MIN_POOL_SIZE,
             )
             return False
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(self._driver.sql["maint_job_table_dead_tuples"])
+        async with self._executor.session() as ex:
+            row = await ex.pg_job_table_stats()
             if row is None:
                 return False
-            if not row["can_vacuum"]:
+            if not row.can_vacuum:
                 self.allowed = False
                 self.log.info(
                     "this role does not own river_job and cannot VACUUM it; dead row "
                     "versions are left to autovacuum"
                 )
                 return False
-            live, dead = int(row["n_live_tup"]), int(row["n_dead_tup"])
+            live, dead = row.live, row.dead
             self.left_behind = min(self.left_behind, dead)
             if dead - self.left_behind <= self.threshold(live):
                 return False
             try:
-                await conn.execute(self._driver.sql["maint_vacuum_jobs"])
-            except asyncpg.QueryCanceledError as exc:
+                await ex.pg_vacuum_jobs()
+            except TransientDatabaseError as exc:
+                if exc.sqlstate != "57014":  # only a cancelled VACUUM pauses the vacuumer
+                    raise
                 self._paused_until = time.monotonic() + PAUSE_AFTER_TIMEOUT
                 self.log.warning(
                     "VACUUM of river_job was cancelled (%s); trying again in %d minutes",
@@ -109,8 +110,8 @@ class Vacuumer(Service):
                     PAUSE_AFTER_TIMEOUT // 60,
                 )
                 return False
-            after = await conn.fetchrow(self._driver.sql["maint_job_table_dead_tuples"])
-        self.left_behind = int(after["n_dead_tup"]) if after is not None else 0
+            after = await ex.pg_job_table_stats()
+        self.left_behind = after.dead if after is not None else 0
         self.vacuums += 1
         self.log.debug(
             "VACUUM of river_job: %d dead row versions before, %d after, %d live rows",

@@ -10,8 +10,6 @@ import os
 import sys
 from typing import Any
 
-import asyncpg
-
 from pyriver_async._errors import PyRiverError
 from pyriver_async._migrate import (
     LINES,
@@ -119,7 +117,7 @@ def _run(args: argparse.Namespace, direction: str) -> int:
                 line=args.line,
             )
         )
-    except (PyRiverError, asyncpg.PostgresError, OSError) as exc:
+    except (PyRiverError, OSError, ValueError) as exc:
         return _fail(exc)
     verb = "applied" if direction == "up" else "rolled back"
     for line, version, name in result.applied:
@@ -141,7 +139,7 @@ def _list(args: argparse.Namespace) -> int:
     url, schema = _connection_settings(args)
     try:
         statuses = asyncio.run(migration_status(url, schema=schema))
-    except (PyRiverError, asyncpg.PostgresError, OSError) as exc:
+    except (PyRiverError, OSError, ValueError) as exc:
         return _fail(exc)
     width = max((len(s.name) for s in statuses), default=0)
     for s in statuses:
@@ -158,7 +156,7 @@ def _validate(args: argparse.Namespace) -> int:
     url, schema = _connection_settings(args)
     try:
         result = asyncio.run(validate(url, schema=schema))
-    except (PyRiverError, asyncpg.PostgresError, OSError) as exc:
+    except (PyRiverError, OSError, ValueError) as exc:
         return _fail(exc)
     print(result.message)
     return 0 if result.ok else 1

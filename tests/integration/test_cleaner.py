@@ -6,9 +6,10 @@ from typing import Any
 
 import asyncpg
 
-from pyriver_async._driver import Driver
+from pyriver_async._driver.asyncpg import AsyncpgExecutor
+from pyriver_async._driver.queries import Queries
 from pyriver_async._maintenance.cleaner import Cleaner
-from tests._support import eventually
+from tests._support import db_executor, eventually
 
 DAY = 86400.0
 
@@ -35,7 +36,7 @@ async def remaining(conn: asyncpg.Connection) -> set[int]:
 
 def cleaner(pool: asyncpg.Pool, **kwargs: Any) -> Cleaner:
     kwargs.setdefault("retention", {"completed": DAY, "cancelled": DAY, "discarded": 7 * DAY})
-    return Cleaner(pool, Driver(), **kwargs)
+    return Cleaner(db_executor(pool), **kwargs)
 
 
 async def test_finalized_jobs_are_deleted_after_their_state_retention(
@@ -77,19 +78,14 @@ async def test_deletes_in_bounded_batches_until_a_short_one(
     await add_finalized(conn, "completed", 2 * DAY, n=23)
     statements: list[int] = []
 
-    class Counting(Cleaner):
-        async def _delete_batches(self, c: Any, sql: str, *args: object) -> int:
-            async def counted(q: str, *a: object, timeout: float | None = None) -> str:
-                status: str = await c.execute(q, *a, timeout=timeout)
-                statements.append(int(status.split()[-1]))
-                return status
+    class Counting(AsyncpgExecutor):
+        async def job_clean(self, *, state: str, older_than: float, limit: int) -> int:
+            n = await super().job_clean(state=state, older_than=older_than, limit=limit)
+            statements.append(n)
+            return n
 
-            class Spy:
-                execute = staticmethod(counted)
-
-            return await super()._delete_batches(Spy(), sql, *args)
-
-    c = Counting(pool, Driver(), retention={"completed": DAY}, batch_size=5, queue_retention=0)
+    ex = Counting(Queries.for_schema(), pool=pool)
+    c = Cleaner(ex, retention={"completed": DAY}, batch_size=5, queue_retention=0)
     result = await c.clean()
     assert result.jobs["completed"] == 23
     assert statements == [5, 5, 5, 5, 3]

@@ -25,6 +25,7 @@ APPLIED_ALL = [
     "applied main 005 migration_unique_client",
     "applied main 006 bulk_unique",
     "applied main 007 notification_outbox_and_cleanup",
+    "applied main 008 job_id_autoincrement",
     "applied pyriver 001 client_liveness",
 ]
 
@@ -106,12 +107,15 @@ async def test_validate_exits_non_zero_for_a_river_migrated_database(
 
     river_only = await pyriver("migrate", "validate", "--database-url", url)
     assert river_only.returncode == 0, river_only.stdout
-    assert "main line up to date" in river_only.stdout
+    assert "main line usable as it is" in river_only.stdout
     assert "pyriver line not applied (optional" in river_only.stdout
     assert "`pyriver migrate up`" in river_only.stdout
 
     up = await pyriver("migrate", "up", "--database-url", url)
-    assert lines(up) == ["applied pyriver 001 client_liveness"]
+    assert lines(up) == [
+        "applied main 008 job_id_autoincrement",
+        "applied pyriver 001 client_liveness",
+    ]
     valid = await pyriver("migrate", "validate", "--database-url", url)
     assert valid.returncode == 0, valid.stdout
 

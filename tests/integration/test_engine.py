@@ -24,7 +24,8 @@ from pyriver_async import (
     Workers,
 )
 from pyriver_async._events import Subscription
-from tests._support import events_for, next_event
+from pyriver_async._outcome import Outcome
+from tests._support import db_executor, events_for, next_event
 
 
 class Noop(JobArgs, kind="engine_noop"):
@@ -644,16 +645,18 @@ async def test_a_retried_outcome_cannot_touch_a_later_claim_with_the_same_attemp
     # same attempt number. A retry of the first outcome (its reply was lost) must not
     # match that new claim: the claim's attempted_at tells them apart.
     client = make_client(queues={})
-    sql = client.driver.sql
+    db = db_executor(pool)
     res = await client.insert(Noop())
-    a = (await pool.fetch(sql["job_claim"], "default", 1, "client-a"))[0]
-    outcome = [[a["id"]], [a["attempt"]], ["available"], [datetime.now(UTC)], [None], [None]]
-    outcome += [[1], [False], [a["attempted_at"]]]
-    assert len(await pool.fetch(sql["job_set_outcome_many"], *outcome)) == 1
-    b = (await pool.fetch(sql["job_claim"], "default", 1, "client-b"))[0]
+    a = (await db.job_claim(queue="default", limit=1, client_id="client-a"))[0]
+    outcome = Outcome.interrupted(a["id"], a["attempt"], "default")
+    outcome.attempted_at = a["attempted_at"]
+    assert await db.job_set_outcome_many([outcome]) == 1
+    b = (await db.job_claim(queue="default", limit=1, client_id="client-b"))[0]
     assert (b["id"], b["attempt"]) == (res.job.id, a["attempt"])  # same attempt number
-    assert await pool.fetch(sql["job_set_outcome_many"], *outcome) == []  # the retry
-    assert await pool.fetch(sql["job_complete_many"], [a["id"]], [1], [a["attempted_at"]]) == []
+    assert await db.job_set_outcome_many([outcome]) == 0  # the retry
+    done = Outcome.completed(a["id"], 1, "default")
+    done.attempted_at = a["attempted_at"]
+    assert await db.job_complete_many([done]) == 0
     r = await row(pool, res.job.id)
     assert r["state"] == "running" and r["attempted_by"][-1] == "client-b"
 

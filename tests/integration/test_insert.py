@@ -23,8 +23,8 @@ from pyriver_async import (
     JobState,
     SchemaNotMigratedError,
 )
-from pyriver_async._codec import MAX_JSON_DEPTH
 from pyriver_async._insert import InsertResult
+from pyriver_async._insert_params import MAX_JSON_DEPTH
 
 CHANNEL = "public.river_insert"
 

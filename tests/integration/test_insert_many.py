@@ -22,6 +22,7 @@ from pyriver_async import (
     UniqueOpts,
     _insert,
 )
+from pyriver_async._errors import DatabaseError
 
 from .test_insert import Listener, count_rows
 
@@ -47,13 +48,13 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[Paths]:
     spy = Paths()
     copy, unnest = _insert._insert_copy, _insert._insert_unnest
 
-    async def spy_copy(conn: Any, driver: Any, send: list[Any], *rest: Any) -> Any:
+    async def spy_copy(ex: Any, send: list[Any], *rest: Any) -> Any:
         spy.calls.append(("copy", len(send)))
-        return await copy(conn, driver, send, *rest)
+        return await copy(ex, send, *rest)
 
-    async def spy_unnest(conn: Any, driver: Any, send: list[Any]) -> Any:
+    async def spy_unnest(ex: Any, send: list[Any]) -> Any:
         spy.calls.append(("unnest", len(send)))
-        return await unnest(conn, driver, send)
+        return await unnest(ex, send)
 
     monkeypatch.setattr(_insert, "_insert_copy", spy_copy)
     monkeypatch.setattr(_insert, "_insert_unnest", spy_unnest)
@@ -236,11 +237,12 @@ async def test_a_row_the_database_refuses_rolls_back_the_whole_batch(
             items.append((poison, InsertOpts(unique=UniqueOpts(by_args=True))))
         else:
             items.insert(150, poison)
-        with pytest.raises(asyncpg.CheckViolationError):
+        with pytest.raises(DatabaseError, match="no_poison") as refused:
             await client.insert_many(items)
+        assert refused.value.sqlstate == "23514"  # check_violation, as a typed error
         assert await count_rows(pool) == 0
         async with pool.acquire() as c:
-            with pytest.raises(asyncpg.CheckViolationError):
+            with pytest.raises(DatabaseError, match="no_poison"):
                 async with c.transaction():
                     await client.insert_many(items, conn=c)
         assert await count_rows(pool) == 0

@@ -14,9 +14,8 @@ import asyncpg
 import pytest
 
 from pyriver_async import Client
-from pyriver_async._driver import Driver
 from pyriver_async._maintenance.leader import LeaderElector
-from tests._support import eventually
+from tests._support import db_executor, eventually
 
 
 class HasLeadership(Protocol):
@@ -240,7 +239,7 @@ async def test_leader_cut_off_from_the_database_steps_down_before_another_is_ele
         async def lost() -> None:
             watch.active.discard(name)
 
-        return LeaderElector(pool, Driver(), name, ttl=ttl, on_elected=elected, on_lost=lost)
+        return LeaderElector(db_executor(pool), name, ttl=ttl, on_elected=elected, on_lost=lost)
 
     electors.extend(make(i, p) for i, p in enumerate(pools))
     try:
@@ -262,7 +261,7 @@ async def test_leader_cut_off_from_the_database_steps_down_before_another_is_ele
 
             # Back on the network, the old leader finds the seat taken.
             proxy.heal()
-            await eventually(lambda: electors[0]._pool.get_size() > 0, timeout=5)
+            await eventually(lambda: pools[0].get_size() > 0, timeout=5)
             new = watch.leaders()[0]
             await eventually(lambda: electors[new].renewals >= 3)
             assert watch.leaders() == [new]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import logging
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,8 @@ import asyncpg
 import pytest
 
 from pyriver_async import _migrate
+from pyriver_async._driver.asyncpg import AsyncpgExecutor
+from pyriver_async._driver.queries import Queries
 from pyriver_async._errors import (
     ConfigError,
     MigrationError,
@@ -43,8 +46,15 @@ ALL_STEPS = [
     ("main", 5, "migration_unique_client"),
     ("main", 6, "bulk_unique"),
     ("main", 7, "notification_outbox_and_cleanup"),
+    ("main", 8, "job_id_autoincrement"),
     ("pyriver", 1, "client_liveness"),
 ]
+
+
+def on(conn: Any, schema: str = "public") -> AsyncpgExecutor:
+    """The driver's executor on a test's connection (what check_schema takes)."""
+    return AsyncpgExecutor(Queries.for_schema(schema), conn=conn)
+
 
 # river_job as River's main line 1-7 leaves it: (name, type, nullable, default), in
 # column order.
@@ -197,7 +207,7 @@ async def migrate_like_river(url: str) -> None:
 
 
 def test_known_versions_name_the_latest_of_each_line() -> None:
-    assert known_versions() == {"main": 7, "pyriver": 1}
+    assert known_versions() == {"main": 8, "pyriver": 1}
     steps = [(m.line, m.version, m.name) for ms in load_migrations().values() for m in ms]
     assert steps == ALL_STEPS
 
@@ -222,7 +232,7 @@ async def test_up_applies_every_line_in_order(fresh_database: FreshDatabase) -> 
     assert again.applied == []
     async with connect(url) as conn:
         assert await recorded_versions(conn) == [(line, v) for line, v, _ in ALL_STEPS]
-        await check_schema(conn, "public")
+        await check_schema(on(conn))
 
 
 async def test_each_down_exactly_undoes_its_up(fresh_database: FreshDatabase) -> None:
@@ -233,8 +243,15 @@ async def test_each_down_exactly_undoes_its_up(fresh_database: FreshDatabase) ->
             step = len(snapshots)
             await migrate(conn, target=version, line=line)
             snapshots[step] = await catalog_snapshot(conn)
-        assert len({repr(s) for s in snapshots.values()}) == len(snapshots), (
-            "every migration changes the catalog"
+        # River's main 008 changes SQLite only: on PostgreSQL it is recorded, nothing more.
+        no_ops = {("main", 8)}
+        changed = [
+            (line, version)
+            for step, (line, version, _) in enumerate(ALL_STEPS, start=1)
+            if snapshots[step] != snapshots[step - 1]
+        ]
+        assert changed == [(line, v) for line, v, _ in ALL_STEPS if (line, v) not in no_ops], (
+            "every migration but the known no-ops changes the catalog"
         )
 
         # One step down at a time, each time back to the catalog before that step's up.
@@ -306,9 +323,9 @@ async def test_migrations_into_another_schema_leave_public_untouched(
         ours = await catalog_snapshot(conn, schema)
         assert {name for name, _, _ in ours["relations"]} == set(EXPECTED_RELATIONS)
         assert {name for name, *_ in ours["functions"]} == {"river_job_state_in_bitmask"}
-        await check_schema(conn, schema)
+        await check_schema(on(conn, schema))
         with pytest.raises(SchemaNotMigratedError):
-            await check_schema(conn, "public")
+            await check_schema(on(conn))
         # The unqualified names in the functions and defaults resolve in that schema.
         await conn.execute(
             f"INSERT INTO {quote_ident(schema)}.river_job (args, kind, state)"
@@ -343,21 +360,26 @@ async def test_river_migrated_database_is_accepted_as_it_is(
 
     before = await validate(url)
     assert before.ok, before.message  # RIVER-INTEROP: validate accepts River's database
-    assert before.missing == [("pyriver", 1)]  # the optional line, listed
+    # River 0.43 stops at main 7: 8 (a no-op on PostgreSQL) and our optional line are
+    # listed, and neither makes the database unusable.
+    assert before.missing == [("main", 8), ("pyriver", 1)]
     assert before.unknown == []
-    assert "main line up to date" in before.message
+    assert "main line usable as it is" in before.message
     assert "pyriver line not applied (optional" in before.message
     assert "pyriver migrate up" in before.message
     async with connect(url) as conn:
-        assert await check_schema(conn, "public") is False  # usable, without liveness
+        assert await check_schema(on(conn)) is False  # usable, without liveness
 
     result = await migrate(url)
-    assert result.applied == [("pyriver", 1, "client_liveness")]
+    assert result.applied == [
+        ("main", 8, "job_id_autoincrement"),
+        ("pyriver", 1, "client_liveness"),
+    ]
     after = await validate(url)
     assert after.ok, after.message
     assert after.missing == []
     async with connect(url) as conn:
-        assert await check_schema(conn, "public") is True
+        assert await check_schema(on(conn)) is True
 
 
 async def test_validate_reports_a_database_behind(fresh_database: FreshDatabase) -> None:
@@ -365,8 +387,8 @@ async def test_validate_reports_a_database_behind(fresh_database: FreshDatabase)
     await migrate(url, target=5)
     result = await validate(url)
     assert not result.ok
-    assert result.missing == [("main", 6), ("main", 7), ("pyriver", 1)]
-    assert "main line needs versions 6, 7" in result.message
+    assert result.missing == [("main", 6), ("main", 7), ("main", 8), ("pyriver", 1)]
+    assert "main line needs versions 6, 7, 8" in result.message
     statuses = await migration_status(url)
     assert [(s.line, s.version, s.applied) for s in statuses] == [
         (line, v, v <= 5 and line == "main") for line, v, _ in ALL_STEPS
@@ -374,7 +396,7 @@ async def test_validate_reports_a_database_behind(fresh_database: FreshDatabase)
     assert all((s.applied_at is not None) == s.applied for s in statuses)
 
 
-async def test_validate_ignores_other_tools_lines_but_not_a_newer_main(
+async def test_validate_ignores_other_tools_lines_and_a_newer_main_that_keeps_what_we_use(
     fresh_database: FreshDatabase,
 ) -> None:
     url = await fresh_database()
@@ -384,14 +406,22 @@ async def test_validate_ignores_other_tools_lines_but_not_a_newer_main(
     result = await validate(url)
     assert result.ok
     assert result.unknown == [("workflow", 1)]
+    # River upgraded first: its main line is ahead of ours, the catalog unchanged.
     async with connect(url) as conn:
-        await conn.execute("INSERT INTO river_migration (line, version) VALUES ('main', 8)")
+        await conn.execute("INSERT INTO river_migration (line, version) VALUES ('main', 9)")
+    result = await validate(url)
+    assert result.ok, result.message
+    assert result.unknown == [("main", 9), ("workflow", 1)]
+    assert "main line is at version 9, newer" in result.message and "works" in result.message
+    statuses = await migration_status(url)
+    assert ("main", 9, "", True) in [(s.line, s.version, s.name, s.applied) for s in statuses]
+    # ... but a newer main that took away something the library uses is refused.
+    async with connect(url) as conn:
+        await conn.execute("DROP INDEX river_job_kind")
     result = await validate(url)
     assert not result.ok
-    assert result.unknown == [("main", 8), ("workflow", 1)]
+    assert "lacks index river_job_kind" in result.message
     assert "upgrade pyriver_async" in result.message
-    statuses = await migration_status(url)
-    assert ("main", 8, "", True) in [(s.line, s.version, s.name, s.applied) for s in statuses]
 
 
 async def test_check_schema_on_an_empty_database_says_to_migrate(
@@ -400,34 +430,44 @@ async def test_check_schema_on_an_empty_database_says_to_migrate(
     url = await fresh_database()
     async with connect(url) as conn:
         with pytest.raises(SchemaNotMigratedError, match="pyriver migrate up"):
-            await check_schema(conn, "public")
+            await check_schema(on(conn))
 
 
 async def test_check_schema_names_both_versions_when_behind_or_ahead(
-    fresh_database: FreshDatabase,
+    fresh_database: FreshDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = await fresh_database()
     await migrate(url, target=6)
     async with connect(url) as conn:
         with pytest.raises(SchemaVersionError) as behind:
-            await check_schema(conn, "public")
-        assert (behind.value.database_version, behind.value.library_version) == (6, 7)
-        assert "6" in str(behind.value) and "7" in str(behind.value)
+            await check_schema(on(conn))
+        assert (behind.value.database_version, behind.value.library_version) == (6, 8)
+        assert "6" in str(behind.value) and "8" in str(behind.value)
         assert "pyriver migrate up" in str(behind.value)
 
     await migrate(url)
     async with connect(url) as conn:
-        await check_schema(conn, "public")
-        await conn.execute("INSERT INTO river_migration (line, version) VALUES ('main', 8)")
+        await check_schema(on(conn))
+        # A newer main line (River upgraded first) that keeps everything we use: it
+        # works, with one warning naming both versions.
+        await conn.execute("INSERT INTO river_migration (line, version) VALUES ('main', 9)")
+        with caplog.at_level(logging.WARNING, logger="pyriver_async.migrate"):
+            assert await check_schema(on(conn)) is True
+            assert await check_schema(on(conn)) is True
+        warnings = [r.getMessage() for r in caplog.records if "newer than this" in r.getMessage()]
+        assert len(warnings) == 1 and "version 9" in warnings[0] and "(8)" in warnings[0]
+        # One that dropped a column we read is refused, naming what is missing.
+        await conn.execute("ALTER TABLE river_job RENAME COLUMN tags TO labels")
         with pytest.raises(SchemaVersionError) as ahead:
-            await check_schema(conn, "public")
-        assert (ahead.value.database_version, ahead.value.library_version) == (8, 7)
-        assert "8" in str(ahead.value) and "7" in str(ahead.value)
+            await check_schema(on(conn))
+        assert (ahead.value.database_version, ahead.value.library_version) == (9, 8)
+        assert "river_job.tags" in str(ahead.value)
+        await conn.execute("ALTER TABLE river_job RENAME COLUMN labels TO tags")
 
-        await conn.execute("DELETE FROM river_migration WHERE version = 8")
+        await conn.execute("DELETE FROM river_migration WHERE version = 9")
         await conn.execute("DROP TABLE pyriver_client")
         with pytest.raises(SchemaNotMigratedError, match="pyriver_client"):
-            await check_schema(conn, "public")
+            await check_schema(on(conn))
 
 
 async def test_down_without_target_undoes_pyriver_first_then_main(
@@ -439,7 +479,10 @@ async def test_down_without_target_undoes_pyriver_first_then_main(
     assert (await migrate(url, "down")).applied == [ALL_STEPS[-2]]
     assert (await migrate(url, "down", line="pyriver")).applied == []
     assert (await migrate(url, "up", line="pyriver")).applied == [ALL_STEPS[-1]]
-    assert (await migrate(url, "down", line="main", target=5)).applied == [ALL_STEPS[5]]
+    assert (await migrate(url, "down", line="main", target=5)).applied == [
+        ALL_STEPS[6],
+        ALL_STEPS[5],
+    ]
 
 
 async def test_main_below_005_rolls_back_pyriver_first_unless_line_is_named(
@@ -453,7 +496,13 @@ async def test_main_below_005_rolls_back_pyriver_first_unless_line_is_named(
         assert len(await recorded_versions(conn)) == len(ALL_STEPS)
 
     result = await migrate(url, "down", target=4)
-    assert result.applied == [ALL_STEPS[7], ALL_STEPS[6], ALL_STEPS[5], ALL_STEPS[4]]
+    assert result.applied == [
+        ALL_STEPS[8],
+        ALL_STEPS[7],
+        ALL_STEPS[6],
+        ALL_STEPS[5],
+        ALL_STEPS[4],
+    ]
     async with connect(url) as conn:
         # The pre-005 table again: main versions only, one row each.
         assert [r["version"] for r in await conn.fetch("SELECT version FROM river_migration")] == [
@@ -530,7 +579,7 @@ async def test_migrate_accepts_a_pool_and_a_connection(fresh_database: FreshData
         async with pool.acquire() as conn:
             assert (await migrate(conn, target=5)).applied == ALL_STEPS[3:5]
             with pytest.raises(SchemaVersionError):
-                await check_schema(conn, "public")
+                await check_schema(on(conn))
             async with conn.transaction():
                 with pytest.raises(MigrationError, match="outside any transaction"):
                     await migrate(conn)
@@ -556,8 +605,8 @@ async def test_target_beyond_the_known_versions_is_refused(
     fresh_database: FreshDatabase,
 ) -> None:
     url = await fresh_database()
-    with pytest.raises(MigrationError, match="no version 8"):
-        await migrate(url, target=8)
+    with pytest.raises(MigrationError, match="no version 9"):
+        await migrate(url, target=9)
     assert (await migrate(url, target=0)).applied == []
 
 
@@ -574,8 +623,8 @@ def packaged_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 
 def test_sql_is_read_from_package_data_when_installed(packaged_migrations: Path) -> None:
-    assert _migrate._migrations_root() == packaged_migrations / "_migrations"
-    assert known_versions() == {"main": 7, "pyriver": 1}
+    assert _migrate.files._migrations_root() == packaged_migrations / "_migrations"
+    assert known_versions() == {"main": 8, "pyriver": 1}
 
 
 def test_a_missing_down_file_is_reported(packaged_migrations: Path) -> None:

@@ -13,14 +13,9 @@ import asyncpg
 import pytest
 
 from pyriver_async import Client, ConfigError, InsertOpts, JobArgs, UniqueOpts
-from pyriver_async._driver import Driver
-from pyriver_async._maintenance import PeriodicJob, PeriodicJobs
-from pyriver_async._maintenance.periodic import (
-    CronSchedule,
-    IntervalSchedule,
-    PeriodicEnqueuer,
-)
-from tests._support import eventually
+from pyriver_async._maintenance.periodic import PeriodicEnqueuer
+from pyriver_async._periodic import CronSchedule, IntervalSchedule, PeriodicJob, PeriodicJobs
+from tests._support import db_executor, eventually
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -173,7 +168,7 @@ class Clock:
 def enqueuer(
     pool: asyncpg.Pool, jobs: PeriodicJobs, clock: Clock, **kwargs: float
 ) -> PeriodicEnqueuer:
-    return PeriodicEnqueuer(pool, Driver(), jobs, clock=clock, **kwargs)
+    return PeriodicEnqueuer(db_executor(pool), jobs, clock=clock, **kwargs)
 
 
 async def runs(conn: asyncpg.Connection) -> list[asyncpg.Record]:

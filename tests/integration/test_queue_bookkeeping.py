@@ -8,10 +8,9 @@ from datetime import datetime
 import asyncpg
 
 from pyriver_async import Client, Job, JobArgs, JobContext, QueueConfig, Workers
-from pyriver_async._driver import Driver
 from pyriver_async._maintenance.heartbeat import Heartbeat
 from pyriver_async._maintenance.queues import QueueKeeper
-from tests._support import eventually
+from tests._support import db_executor, eventually
 
 
 class Nothing(JobArgs, kind="bookkeeping_nothing"):
@@ -90,7 +89,7 @@ async def test_started_client_keeps_its_liveness_row_fresh_and_marks_it_dead_on_
 async def test_a_restarted_client_id_comes_back_to_life(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
-    hb = Heartbeat(pool, Driver(), "phoenix", ["q"], interval=5)
+    hb = Heartbeat(db_executor(pool), "phoenix", ["q"], interval=5)
     await hb.run_once()
     await hb.mark_dead()
     await hb.run_once()
@@ -109,7 +108,7 @@ async def test_queue_keeper_leaves_a_pause_in_place(
         "INSERT INTO river_queue (name, paused_at, updated_at) "
         "VALUES ('paused', now(), now() - interval '1 hour')"
     )
-    keeper = QueueKeeper(pool, Driver(), ["paused", "other", "paused"])
+    keeper = QueueKeeper(db_executor(pool), ["paused", "other", "paused"])
     await keeper.run_once()
     rows = {
         r["name"]: r

@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 
 from pyriver_async import Client, Job, JobArgs, JobContext, QueueConfig, Workers
-from pyriver_async._driver import Driver
 from pyriver_async._maintenance.rescuer import Rescuer
-from tests._support import eventually
+from pyriver_async._outcome import Outcome
+from tests._support import db_executor, eventually
 
 HOUR = 3600.0
 
@@ -65,7 +65,7 @@ async def job(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record:
 
 def rescuer(pool: asyncpg.Pool, *, dead_after: float = 30.0, stuck_after: float = HOUR) -> Rescuer:
     return Rescuer(
-        pool, Driver(), dead_client_after=dead_after, rescue_stuck_jobs_after=stuck_after
+        db_executor(pool), dead_client_after=dead_after, rescue_stuck_jobs_after=stuck_after
     )
 
 
@@ -177,7 +177,7 @@ async def test_cleanly_stopped_client_has_its_abandoned_jobs_rescued_at_once(
 ) -> None:
     await add_client(conn, "stopped", beat_ago=0)
     job_id = await add_running(conn, ["stopped"])
-    await conn.execute(Driver().sql["maint_client_mark_dead"], "stopped")
+    await db_executor(pool).client_mark_dead(id="stopped")
     result = await rescuer(pool).rescue()
     assert result.retried == 1
     err = json.loads((await job(conn, job_id))["errors"][0])
@@ -190,9 +190,11 @@ async def test_many_stuck_jobs_are_rescued_in_batches(
     await add_client(conn, "dead-one", beat_ago=60)
     for _ in range(12):
         await add_running(conn, ["dead-one"])
-    one = await conn.fetchrow(Driver().sql["maint_rescue"], 30.0, HOUR, 5)
-    assert one is not None and one["total"] == 5  # one statement never goes past its batch
-    r = Rescuer(pool, Driver(), dead_client_after=30, rescue_stuck_jobs_after=HOUR, batch_size=5)
+    one = await db_executor(pool).job_rescue(
+        dead_after=30.0, stuck_after=HOUR, limit=5, liveness=True
+    )
+    assert one.total == 5  # one statement never goes past its batch
+    r = Rescuer(db_executor(pool), dead_client_after=30, rescue_stuck_jobs_after=HOUR, batch_size=5)
     result = await r.rescue()
     assert result.retried == 7
     assert await conn.fetchval("SELECT count(*) FROM river_job WHERE state = 'running'") == 0
@@ -217,10 +219,16 @@ async def test_old_liveness_rows_are_pruned_once_their_jobs_are_rescued(
     assert result.retried == 1 and result.clients_pruned == 1
 
 
+def _completed(job_id: int, attempt: int, claimed_at: datetime) -> Outcome:
+    o = Outcome.completed(job_id, attempt, "default")
+    o.attempted_at = claimed_at
+    return o
+
+
 async def test_late_outcome_of_a_rescued_attempt_is_not_recorded(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
-    d = Driver()
+    db = db_executor(pool)
     await add_client(conn, "dead-one", beat_ago=60)
     job_id = await add_running(conn, ["dead-one"], attempt=1)
     first_claim = await conn.fetchval("SELECT attempted_at FROM river_job WHERE id = $1", job_id)
@@ -231,10 +239,10 @@ async def test_late_outcome_of_a_rescued_attempt_is_not_recorded(
         "WHERE id = $1",
         job_id,
     )
-    assert await conn.fetch(d.sql["job_complete_many"], [job_id], [1], [first_claim]) == []
+    assert await db.job_complete_many([_completed(job_id, 1, first_claim)]) == 0
     assert (await job(conn, job_id))["state"] == "running"
     claimed = await conn.fetchval("SELECT attempted_at FROM river_job WHERE id = $1", job_id)
-    assert len(await conn.fetch(d.sql["job_complete_many"], [job_id], [2], [claimed])) == 1
+    assert await db.job_complete_many([_completed(job_id, 2, claimed)]) == 1
     assert (await job(conn, job_id))["state"] == "completed"
 
 

@@ -9,9 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from pyriver_async._driver import Driver
 from pyriver_async._maintenance.scheduler import Scheduler
-from tests._support import eventually
+from tests._support import db_executor, eventually
 
 # Unique states without `retryable` (River's default 245 minus 32): a retryable job
 # with such a mask leaves the unique index and must re-enter it to become available.
@@ -73,7 +72,7 @@ async def test_due_jobs_become_available_with_one_wakeup_per_queue(
     listen = await asyncpg.connect(db)
     await listen.add_listener("public.river_insert", listener)
     try:
-        result = await Scheduler(pool, Driver()).schedule()
+        result = await Scheduler(db_executor(pool)).schedule()
         await eventually(lambda: _true(len(listener.messages) >= 2))
         # One more round trip on the listening connection flushes any stragglers.
         await listen.fetchval("SELECT 1")
@@ -93,9 +92,9 @@ async def _true(value: bool) -> bool:
 
 async def test_a_pass_loops_over_full_batches(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
     ids = [await add_job(conn) for _ in range(23)]
-    one = await conn.fetchrow(Driver().sql["maint_schedule"], 5)
-    assert one is not None and one["total"] == 5  # one statement never goes past its batch
-    result = await Scheduler(pool, Driver(), batch_size=5).schedule()
+    one = await db_executor(pool).job_schedule(limit=5)
+    assert one.total == 5  # one statement never goes past its batch
+    result = await Scheduler(db_executor(pool), batch_size=5).schedule()
     assert result.available == 18
     s = await states(conn)
     assert {s[i] for i in ids} == {"available"}
@@ -113,7 +112,7 @@ async def test_retryable_job_whose_unique_key_is_taken_is_discarded_and_others_p
     )
     bystander = await add_job(conn)
 
-    result = await Scheduler(pool, Driver()).schedule()
+    result = await Scheduler(db_executor(pool)).schedule()
 
     assert result.discarded == 1
     row = await conn.fetchrow(
@@ -128,7 +127,7 @@ async def test_retryable_job_whose_unique_key_is_taken_is_discarded_and_others_p
     s = await states(conn)
     assert s[holder] == "available" and s[bystander] == "available"
     # And the next pass has nothing left to trip on.
-    again = await Scheduler(pool, Driver()).schedule()
+    again = await Scheduler(db_executor(pool)).schedule()
     assert again.available == 0 and again.discarded == 0
 
 
@@ -142,7 +141,7 @@ async def test_of_several_jobs_returning_with_one_key_only_the_first_gets_in(
     second = await add_job(
         conn, state="retryable", due_in=-5, unique_key=key, unique_states=MASK_WITHOUT_RETRYABLE
     )
-    result = await Scheduler(pool, Driver()).schedule()
+    result = await Scheduler(db_executor(pool)).schedule()
     s = await states(conn)
     assert (s[first], s[second]) == ("available", "discarded")
     assert result.available == 1 and result.discarded == 1
@@ -159,7 +158,7 @@ async def test_scheduled_job_keeps_its_key_against_a_returning_retryable_one(
     sched = await add_job(
         conn, state="scheduled", due_in=-5, unique_key=key, unique_states=MASK_WITHOUT_RETRYABLE
     )
-    await Scheduler(pool, Driver()).schedule()
+    await Scheduler(db_executor(pool)).schedule()
     s = await states(conn)
     assert (s[sched], s[retry]) == ("available", "discarded")
 
@@ -168,7 +167,7 @@ async def test_unique_jobs_with_retryable_in_their_states_are_promoted(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
     job = await add_job(conn, state="retryable", unique_key=b"d" * 32, unique_states=245)
-    result = await Scheduler(pool, Driver()).schedule()
+    result = await Scheduler(db_executor(pool)).schedule()
     assert result.available == 1
     assert (await states(conn))[job] == "available"
 
@@ -176,7 +175,7 @@ async def test_unique_jobs_with_retryable_in_their_states_are_promoted(
 async def test_running_service_promotes_jobs_as_they_fall_due(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
-    scheduler = Scheduler(pool, Driver(), interval=0.05)
+    scheduler = Scheduler(db_executor(pool), interval=0.05)
     scheduler.start()
     try:
         job = await add_job(conn, due_in=0.3)
@@ -210,7 +209,7 @@ async def test_service_survives_database_errors(
     pool: asyncpg.Pool, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     job = await add_job(conn)
-    scheduler = FlakyScheduler(pool, Driver(), interval=0.05, fail=3)
+    scheduler = FlakyScheduler(db_executor(pool), interval=0.05, fail=3)
     with caplog.at_level(logging.WARNING, logger="pyriver_async.maintenance.scheduler"):
         scheduler.start()
         try:
@@ -226,7 +225,7 @@ async def test_service_recovers_when_its_connections_are_terminated(
 ) -> None:
     p = await asyncpg.create_pool(db + "?application_name=sched_kill", min_size=2, max_size=2)
     assert p is not None
-    scheduler = Scheduler(p, Driver(), interval=0.05)
+    scheduler = Scheduler(db_executor(p), interval=0.05)
     scheduler.start()
     try:
         await eventually(lambda: _true(scheduler.runs >= 2))

@@ -10,9 +10,10 @@ import asyncpg
 import pytest
 
 from pyriver_async import Client
-from pyriver_async._driver import Driver
+from pyriver_async._driver.queries import Queries
 from pyriver_async._maintenance import Maintenance
 from pyriver_async._maintenance.vacuumer import Vacuumer
+from tests._support import db_executor
 
 
 async def make_dead_rows(conn: asyncpg.Connection, n: int) -> None:
@@ -28,7 +29,7 @@ async def make_dead_rows(conn: asyncpg.Connection, n: int) -> None:
 
 
 async def dead_tuples(conn: asyncpg.Connection) -> int:
-    row = await conn.fetchrow(Driver().sql["maint_job_table_dead_tuples"])
+    row = await conn.fetchrow(Queries.for_schema().pg_job_table_stats.sql)
     assert row is not None
     return int(row["n_dead_tup"])
 
@@ -36,7 +37,7 @@ async def dead_tuples(conn: asyncpg.Connection) -> int:
 async def test_vacuums_only_past_its_threshold(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
-    vacuumer = Vacuumer(pool, Driver(), dead_tuples=2000)
+    vacuumer = Vacuumer(db_executor(pool), pool_size=10, dead_tuples=2000)
     await make_dead_rows(conn, 1500)
     assert await dead_tuples(conn) >= 1500
     assert not await vacuumer.vacuum_if_needed()  # 1,500 dead: below 2,000
@@ -49,7 +50,7 @@ async def test_vacuums_only_past_its_threshold(
 
 
 def test_a_big_table_is_vacuumed_no_more_often_than_autovacuum_would() -> None:
-    vacuumer = Vacuumer(None, Driver(), dead_tuples=100_000)  # type: ignore[arg-type]
+    vacuumer = Vacuumer(None, pool_size=10, dead_tuples=100_000)  # type: ignore[arg-type]
     assert vacuumer.threshold(10_000) == 100_000
     assert vacuumer.threshold(2_000_000) == 400_000  # 20% of the live rows
 
@@ -77,7 +78,7 @@ async def test_a_role_that_cannot_vacuum_says_so_once_and_stops_trying(
     pool = await asyncpg.create_pool(other_role, min_size=1, max_size=4)
     assert pool is not None
     try:
-        vacuumer = Vacuumer(pool, Driver(), dead_tuples=10)
+        vacuumer = Vacuumer(db_executor(pool), pool_size=10, dead_tuples=10)
         with caplog.at_level(logging.INFO, logger="pyriver_async.maintenance.vacuumer"):
             assert not await vacuumer.vacuum_if_needed()
             assert not await vacuumer.vacuum_if_needed()
@@ -91,7 +92,7 @@ async def test_a_role_that_cannot_vacuum_says_so_once_and_stops_trying(
 @pytest.mark.parametrize("setting", [100_000, 0])
 def test_the_client_setting_turns_the_service_on_and_off(setting: int) -> None:
     client = Client("postgresql://unused", vacuum_dead_tuples=setting)
-    m = Maintenance(client, None, Driver())  # type: ignore[arg-type]
+    m = Maintenance(None, client.config, client_id=client.id)  # type: ignore[arg-type]
     names = [s.name for s in m.leader_services]
     assert ("vacuumer" in names) is (setting > 0)
     if setting:
@@ -103,7 +104,7 @@ async def test_a_small_pool_is_left_alone(db: str, conn: asyncpg.Connection) -> 
     small = await asyncpg.create_pool(db, min_size=1, max_size=2)
     assert small is not None
     try:
-        vacuumer = Vacuumer(small, Driver(), dead_tuples=10)
+        vacuumer = Vacuumer(db_executor(small), pool_size=2, dead_tuples=10)
         assert not await vacuumer.vacuum_if_needed()
         assert not vacuumer.allowed  # a VACUUM would hold one of its two connections
     finally:
@@ -120,7 +121,7 @@ async def test_dead_rows_a_vacuum_cannot_remove_do_not_make_it_vacuum_again(
         tr = holder.transaction(isolation="repeatable_read")
         await tr.start()
         await holder.fetchval("SELECT count(*) FROM river_job")
-        vacuumer = Vacuumer(pool, Driver(), dead_tuples=1000)
+        vacuumer = Vacuumer(db_executor(pool), pool_size=10, dead_tuples=1000)
         await make_dead_rows(conn, 2000)
         assert await vacuumer.vacuum_if_needed()
         assert vacuumer.left_behind >= 2000

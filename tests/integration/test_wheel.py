@@ -37,7 +37,8 @@ def test_wheel_contains_every_migration_and_py_typed(wheel: Path) -> None:
         rel = sql.relative_to(ROOT / "migrations").as_posix()
         assert f"pyriver_async/_migrations/{rel}" in names, rel
     assert "pyriver_async/py.typed" in names
-    assert "pyriver_async/_driver/jobs.sql" in names
+    for area in ("job", "queue", "leader", "client", "pg", "migration"):
+        assert f"pyriver_async/_driver/sql/{area}.sql" in names
 
 
 async def test_installed_wheel_migrates_a_database_from_outside_the_repo(
@@ -94,6 +95,6 @@ async def test_installed_wheel_migrates_a_database_from_outside_the_repo(
     finally:
         await conn.close()
     assert [(r["line"], r["version"]) for r in versions] == [
-        *(("main", v) for v in range(1, 8)),
+        *(("main", v) for v in range(1, 9)),
         ("pyriver", 1),
     ]

@@ -18,7 +18,7 @@ from pyriver_async import (
     UniqueOpts,
 )
 from pyriver_async._args import kind_registry
-from pyriver_async._codec import MAX_JSON_DEPTH, build_insert_params
+from pyriver_async._insert_params import MAX_JSON_DEPTH, build_insert_params
 
 
 class Email(JobArgs, kind="unit_args_email"):

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyriver_async import InsertOpts, InvalidArgsError, JobArgs
-from pyriver_async._codec import MAX_JSON_DEPTH, build_insert_params, build_plain_params
+from pyriver_async._insert_params import MAX_JSON_DEPTH, build_insert_params, build_plain_params
 
 
 class Loose(JobArgs, kind="unit_plain_loose"):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from pyriver_async import InsertOpts, JobArgs, UniqueOpts
-from pyriver_async._codec import build_insert_params
+from pyriver_async._insert_params import build_insert_params
 from pyriver_async._unique import _rfc3339, period_lower_bound, sorted_args_json, unique_key
 
 

@@ -1,4 +1,4 @@
-"""Turning rows into Jobs and job options into insert parameters."""
+"""Job args and options validated and encoded into the driver's :class:`InsertParams`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import asyncpg
 import msgspec
 
 from ._args import InsertOpts, JobArgs, validate_queue
+from ._driver import InsertParams
 from ._errors import InvalidArgsError, InvalidOptsError
-from ._job import AttemptError, Job, JobState
 from ._unique import unique_key
 
 # Dict keys (and sets) are written sorted, as Go's encoding/json writes maps: equal
@@ -30,102 +29,10 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 # An escaped NUL (`\u0000`) that is not itself the tail of an escaped backslash.
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-_attempt_error_decoder = msgspec.json.Decoder(AttemptError)
-_metadata_decoder = msgspec.json.Decoder(dict[str, Any])
-_STATES = {s.value: s for s in JobState}
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 1
 DEFAULT_MAX_ATTEMPTS = 25
-
-
-def decode_errors(raw: list[str] | None) -> list[AttemptError]:
-    if not raw:
-        return []
-    out = []
-    for e in raw:
-        try:
-            out.append(_attempt_error_decoder.decode(e))
-        except (msgspec.DecodeError, RecursionError):
-            # A row another writer shaped differently: keep what can be read.
-            out.append(AttemptError(at=datetime.now(UTC), attempt=0, error=str(e)))
-    return out
-
-
-def decode_metadata(raw: str | None) -> dict[str, Any]:
-    if not raw or raw == "{}":
-        return {}
-    try:
-        return _metadata_decoder.decode(raw)
-    except (msgspec.DecodeError, RecursionError):  # another writer's shape or nesting
-        return {}
-
-
-def job_from_record(rec: asyncpg.Record, args: Any) -> Job[Any]:
-    """Build a Job from a row of JOB_COLUMNS, with ``args`` already decoded."""
-    errors = rec[13]
-    metadata = rec[14]
-    return Job(
-        rec[0],  # id
-        args,
-        rec[2],  # kind
-        rec[3],  # queue
-        _STATES[rec[4]],
-        rec[5],  # priority
-        rec[6],  # attempt
-        rec[7],  # max_attempts
-        rec[8],  # scheduled_at
-        rec[9],  # created_at
-        rec[10],  # attempted_at
-        rec[11],  # finalized_at
-        rec[12] or [],  # attempted_by
-        decode_errors(errors) if errors else [],
-        decode_metadata(metadata) if metadata and metadata != "{}" else {},
-        rec[15] or [],  # tags
-        rec[16],  # unique_key
-        rec[17],  # unique_states
-    )
-
-
-def args_from_record(rec: asyncpg.Record) -> Any:
-    """The args of a row decoded into its registered JobArgs class, else plain JSON values.
-
-    A row no decoder can read (another writer nested it deeper than msgspec recurses)
-    gives its JSON text: reading a job never fails on its args.
-    """
-    from ._args import kind_registry
-
-    cls = kind_registry.get(rec[2])
-    raw = rec[1]
-    if cls is not None:
-        try:
-            return msgspec.json.decode(raw, type=cls)
-        except (msgspec.DecodeError, RecursionError):
-            pass
-    try:
-        return msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
-        return raw
-
-
-class InsertParams(msgspec.Struct, gc=False):
-    """One job, validated and encoded, ready for the insert statement.
-
-    A Struct, not a dataclass: a 100k batch builds one each, and a Struct is made in C
-    and left out of the cyclic GC (it refers to nothing that refers back to it).
-    """
-
-    args: JobArgs
-    encoded_args: str
-    kind: str
-    max_attempts: int
-    metadata: str
-    priority: int
-    queue: str
-    scheduled_at: datetime | None
-    tags: Sequence[str]
-    unique_key: bytes | None
-    unique_states: int | None
 
 
 def _merge(explicit: InsertOpts | None, from_args: InsertOpts | None) -> InsertOpts | None:

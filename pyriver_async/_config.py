@@ -1,0 +1,162 @@
+"""Settings: a queue's (public :class:`QueueConfig`) and a client's (:class:`ClientConfig`),
+validated once at construction, defaults written once, one duration converter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from ._errors import ConfigError
+
+__all__ = ["ClientConfig", "QueueConfig", "to_seconds", "to_timeout"]
+
+
+def to_seconds(
+    value: timedelta | float | None, what: str, *, allow_none: bool = False, positive: bool = False
+) -> float | None:
+    """A duration setting (a ``timedelta`` or a number of seconds) as float seconds."""
+    if value is None:
+        if allow_none:
+            return None
+        raise ConfigError(f"{what} must be set")
+    if isinstance(value, timedelta):
+        s = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be a timedelta or a number of seconds, got {value!r}")
+    else:
+        s = float(value)
+    if math.isnan(s) or s < 0:
+        raise ConfigError(f"{what} must not be negative, got {value!r}")
+    if positive and s == 0:
+        raise ConfigError(f"{what} must be positive")
+    return s
+
+
+def to_timeout(value: timedelta | float | None, what: str) -> timedelta | None:
+    """A job timeout: positive, or None for none."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        t = value
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be a timedelta, a number of seconds or None")
+    else:
+        try:
+            t = timedelta(seconds=value)
+        except (OverflowError, ValueError):
+            raise ConfigError(f"{what} is out of range: {value!r}") from None
+    if t <= timedelta(0):
+        raise ConfigError(f"{what} must be positive (use None for no timeout)")
+    return t
+
+
+def _int_in(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{what} must be an int from {low} to {high}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Settings of one queue this client works: how many of its jobs run at once here."""
+
+    max_workers: int = 100
+
+    def __post_init__(self) -> None:
+        _int_in(self.max_workers, "max_workers", 1, 10_000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig:
+    """Every client setting, in seconds, validated (built by ``Client.__init__``)."""
+
+    schema: str = "public"
+    job_timeout: timedelta | None = timedelta(seconds=60)
+    fetch_cooldown: float = 0.001
+    fetch_poll_interval: float = 1.0
+    soft_stop_timeout: float | None = 25.0
+    hard_stop_timeout: float = 5.0
+    completer_flush_interval: float = 0.002
+    completer_batch_size: int = 1000
+    rescue_stuck_jobs_after: float = 3600.0
+    heartbeat_interval: float = 5.0
+    dead_client_after: float = 30.0
+    retention: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "completed": 86400.0,
+            "cancelled": 86400.0,
+            "discarded": 7 * 86400.0,
+        }
+    )
+    leader_ttl: float = 15.0
+    vacuum_dead_tuples: int = 100_000
+    maintenance: bool = True
+    pool_max_size: int = 10
+    check_schema: bool = True
+    #: Bounds every engine statement and wait for a pool connection (seconds).
+    statement_timeout: float = 30.0
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        schema: str,
+        job_timeout: timedelta | float | None,
+        fetch_cooldown: timedelta | float,
+        fetch_poll_interval: timedelta | float,
+        soft_stop_timeout: timedelta | float | None,
+        hard_stop_timeout: timedelta | float,
+        completer_flush_interval: timedelta | float,
+        completer_batch_size: int,
+        rescue_stuck_jobs_after: timedelta | float,
+        heartbeat_interval: timedelta | float,
+        dead_client_after: timedelta | float,
+        completed_job_retention: timedelta | float,
+        cancelled_job_retention: timedelta | float,
+        discarded_job_retention: timedelta | float,
+        leader_ttl: timedelta | float,
+        vacuum_dead_tuples: int,
+        maintenance: bool,
+        pool_max_size: int,
+        check_schema: bool,
+        statement_timeout: timedelta | float,
+    ) -> ClientConfig:
+        """Validate and convert what a user passed to ``Client(...)``."""
+
+        def secs(value: timedelta | float, what: str, *, positive: bool = False) -> float:
+            s = to_seconds(value, what, positive=positive)
+            assert s is not None
+            return s
+
+        if isinstance(vacuum_dead_tuples, bool) or not isinstance(vacuum_dead_tuples, int):
+            raise ConfigError(f"vacuum_dead_tuples must be an int, got {vacuum_dead_tuples!r}")
+        if vacuum_dead_tuples < 0:
+            raise ConfigError("vacuum_dead_tuples must be 0 (off) or positive")
+        return cls(
+            schema=schema,
+            job_timeout=to_timeout(job_timeout, "job_timeout"),
+            fetch_cooldown=secs(fetch_cooldown, "fetch_cooldown"),
+            fetch_poll_interval=secs(fetch_poll_interval, "fetch_poll_interval", positive=True),
+            soft_stop_timeout=to_seconds(soft_stop_timeout, "soft_stop_timeout", allow_none=True),
+            hard_stop_timeout=secs(hard_stop_timeout, "hard_stop_timeout"),
+            completer_flush_interval=secs(completer_flush_interval, "completer_flush_interval"),
+            completer_batch_size=_int_in(completer_batch_size, "completer_batch_size", 1, 100_000),
+            rescue_stuck_jobs_after=secs(
+                rescue_stuck_jobs_after, "rescue_stuck_jobs_after", positive=True
+            ),
+            heartbeat_interval=secs(heartbeat_interval, "heartbeat_interval", positive=True),
+            dead_client_after=secs(dead_client_after, "dead_client_after", positive=True),
+            retention={
+                "completed": secs(completed_job_retention, "completed_job_retention"),
+                "cancelled": secs(cancelled_job_retention, "cancelled_job_retention"),
+                "discarded": secs(discarded_job_retention, "discarded_job_retention"),
+            },
+            leader_ttl=secs(leader_ttl, "leader_ttl", positive=True),
+            vacuum_dead_tuples=vacuum_dead_tuples,
+            maintenance=bool(maintenance),
+            pool_max_size=_int_in(pool_max_size, "pool_max_size", 1, 10_000),
+            check_schema=bool(check_schema),
+            statement_timeout=secs(statement_timeout, "statement_timeout", positive=True),
+        )

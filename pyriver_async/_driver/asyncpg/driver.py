@@ -1,0 +1,158 @@
+"""The asyncpg driver: the pool (the application's, or one made from a DSN), the
+executors over it, spare connections for single inserts, and the LISTEN connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from ..._errors import ConfigError
+from ..queries import Queries
+from .errors import as_library_error
+from .executor import AsyncpgExecutor
+from .listener import AsyncpgListener
+
+__all__ = ["AsyncpgDriver", "is_asyncpg_connection", "is_asyncpg_pool"]
+
+# Connections the client's own pool lends to single inserts between calls.
+MAX_SPARES = 2
+
+
+def is_asyncpg_pool(obj: object) -> bool:
+    return isinstance(obj, asyncpg.Pool)
+
+
+def is_asyncpg_connection(obj: object) -> bool:
+    return isinstance(obj, asyncpg.Connection | asyncpg.pool.PoolConnectionProxy)
+
+
+async def _cheap_reset(conn: asyncpg.Connection) -> None:
+    # The client's own pool never leaves session state behind (no SET, no LISTEN on
+    # pooled connections but the notifier's, which it cleans itself), so the default
+    # reset query — one more round trip on every release — buys nothing.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+class AsyncpgDriver:
+    """The engine's way to the database, for one schema.
+
+    ``database`` is an ``asyncpg.Pool`` (the application's; never closed here) or a
+    DSN, from which :meth:`open` makes a pool of ``pool_max_size`` that :meth:`close`
+    closes. ``timeout`` bounds the engine's statements and its waits for a pool
+    connection (None: unbounded). ``listen_dsn`` gives the LISTEN connection a DSN of
+    its own (e.g. straight to PostgreSQL when the pool goes through PgBouncer).
+    """
+
+    def __init__(
+        self,
+        database: asyncpg.Pool | str,
+        *,
+        schema: str = "public",
+        pool_max_size: int = 10,
+        timeout: float | None = 30.0,
+        listen_dsn: str | None = None,
+    ) -> None:
+        if isinstance(database, str):
+            self._dsn: str | None = database
+            self._pool: asyncpg.Pool | None = None
+        elif isinstance(database, asyncpg.Pool):
+            self._dsn = None
+            self._pool = database
+        else:
+            raise ConfigError(
+                f"Client() takes an asyncpg.Pool or a DSN string, got {type(database).__name__}"
+            )
+        self.owns_pool = self._pool is None
+        self._pool_max_size = pool_max_size
+        self._timeout = timeout
+        self._listen_dsn = listen_dsn
+        self.queries = Queries.for_schema(schema)
+        self._lock = asyncio.Lock()
+        self._spares: list[Any] = []
+
+    @property
+    def pool(self) -> asyncpg.Pool | None:
+        return self._pool
+
+    async def open(self) -> asyncpg.Pool:
+        """The pool, made on first use from the DSN."""
+        if self._pool is not None:
+            return self._pool
+        async with self._lock:
+            if self._pool is None:
+                assert self._dsn is not None
+                try:
+                    pool = await asyncpg.create_pool(
+                        self._dsn, min_size=1, max_size=self._pool_max_size, reset=_cheap_reset
+                    )
+                except Exception as exc:
+                    raise as_library_error(exc, self.queries.schema)
+                assert pool is not None
+                self._pool = pool
+        return self._pool
+
+    def pool_size(self) -> int:
+        return self._pool.get_max_size() if self._pool is not None else self._pool_max_size
+
+    def executor(self, *, timeout: float | None = -1.0) -> AsyncpgExecutor:
+        """An executor borrowing from the pool per call (the engine's)."""
+        assert self._pool is not None, "open() first"
+        return AsyncpgExecutor(
+            self.queries, pool=self._pool, timeout=self._timeout if timeout == -1.0 else timeout
+        )
+
+    def bind(self, conn: Any) -> AsyncpgExecutor:
+        """An executor on the caller's connection or pool (no timeout of ours)."""
+        if isinstance(conn, asyncpg.Pool):
+            return AsyncpgExecutor(self.queries, pool=conn)
+        return AsyncpgExecutor(self.queries, conn=conn)
+
+    @contextlib.asynccontextmanager
+    async def spare(self) -> AsyncIterator[AsyncpgExecutor]:
+        """An executor on a connection for one insert outside any caller's transaction.
+
+        A pool acquire + release costs about as much Python as the insert itself
+        (measured: 2,436 inserts/s on a bare connection, 1,865 through the pool), so
+        the driver's own pool lends a couple of connections it keeps between inserts;
+        anything unusual (an error, a cancellation) hands the connection back to the
+        pool, which knows how to clean it. An application's pool is used as it is.
+        """
+        pool = await self.open()
+        if not self.owns_pool:
+            async with pool.acquire() as conn:
+                yield AsyncpgExecutor(self.queries, conn=conn)
+            return
+        conn = self._spares.pop() if self._spares else await pool.acquire()
+        try:
+            yield AsyncpgExecutor(self.queries, conn=conn)
+        except BaseException:
+            await pool.release(conn)
+            raise
+        if len(self._spares) < MAX_SPARES and self._pool is not None and not conn.is_closed():
+            self._spares.append(conn)
+        else:
+            await pool.release(conn)
+
+    def listener(self) -> AsyncpgListener:
+        if self._listen_dsn is not None:
+            return AsyncpgListener(self.queries, dsn=self._listen_dsn)
+        assert self._pool is not None, "open() first"
+        return AsyncpgListener(self.queries, pool=self._pool)
+
+    async def release_spares(self) -> None:
+        while self._spares:
+            conn = self._spares.pop()
+            if self._pool is not None:
+                await self._pool.release(conn)
+
+    async def close(self) -> None:
+        """Give back the spares; close the pool when it was made here."""
+        await self.release_spares()
+        if self.owns_pool and self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()

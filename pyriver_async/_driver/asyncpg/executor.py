@@ -1,0 +1,21 @@
+"""The asyncpg executor: every query of the library, one method each."""
+
+from __future__ import annotations
+
+from .jobs import JobQueries
+from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
+from .migrations import MigrationQueries
+
+__all__ = ["AsyncpgExecutor"]
+
+
+class AsyncpgExecutor(
+    JobQueries, QueueQueries, LeaderQueries, ClientQueries, PgQueries, MigrationQueries
+):
+    """Bound to one asyncpg connection (``conn=``) or borrowing from a pool (``pool=``).
+
+    Each area's queries live in their own module (jobs, maintenance, migrations);
+    this class only puts them together.
+    """
+
+    __slots__ = ()

@@ -1,0 +1,145 @@
+"""The small typed records that cross the driver seam (besides job rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from .columns import UNIQUE_KEY
+
+__all__ = [
+    "COPY_COLUMNS",
+    "InsertParams",
+    "InsertedRow",
+    "LeaderRow",
+    "NextIds",
+    "RecordedMigration",
+    "RescueCounts",
+    "ScheduleCounts",
+    "TableStats",
+    "match_inserted",
+]
+
+
+class InsertParams(msgspec.Struct, gc=False):
+    """One job, validated and encoded, ready for the insert statement.
+
+    A Struct, not a dataclass: a 100k batch builds one each, and a Struct is made in C
+    and left out of the cyclic GC (it refers to nothing that refers back to it).
+    ``args`` is the caller's JobArgs object, kept for the result.
+    """
+
+    args: Any
+    encoded_args: str
+    kind: str
+    max_attempts: int
+    metadata: str
+    priority: int
+    queue: str
+    scheduled_at: datetime | None
+    tags: Sequence[str]
+    unique_key: bytes | None
+    unique_states: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class InsertedRow:
+    """A job row an insert wrote (or, ``skipped``, the unique duplicate it found)."""
+
+    row: Sequence[Any]
+    skipped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NextIds:
+    """Ids drawn from the job sequence, and the database's clock when they were."""
+
+    ids: list[int]
+    now: datetime
+
+
+# The columns the COPY path writes, in the order of each record it is given.
+COPY_COLUMNS = (
+    "id",
+    "args",
+    "kind",
+    "max_attempts",
+    "metadata",
+    "priority",
+    "queue",
+    "scheduled_at",
+    "created_at",
+    "state",
+    "tags",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleCounts:
+    total: int
+    discarded: int
+
+
+@dataclass(frozen=True, slots=True)
+class RescueCounts:
+    total: int
+    retried: int
+    discarded: int
+    cancelled: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderRow:
+    leader_id: str
+    elected_at: datetime
+    remaining: float  # seconds until the term expires unless renewed
+
+
+@dataclass(frozen=True, slots=True)
+class TableStats:
+    live: int
+    dead: int
+    can_vacuum: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedMigration:
+    line: str
+    version: int
+    created_at: datetime
+
+
+def match_inserted(
+    rows: Sequence[Sequence[Any]],
+    ps: Sequence[InsertParams],
+    *,
+    skipped_at: int,
+    ord_at: int,
+) -> list[InsertedRow]:
+    """Put the rows of job_insert_many back in the order of ``ps``.
+
+    A new row carries the position (``ord``, from 1) of its input; a unique duplicate
+    is the existing row, found by its key. ``skipped_at`` and ``ord_at`` are the
+    positions of those two columns after the job columns.
+    """
+    by_ord: dict[int, InsertedRow] = {}
+    by_key: dict[bytes, InsertedRow] = {}
+    for r in rows:
+        ins = InsertedRow(r, bool(r[skipped_at]))
+        n = r[ord_at]
+        if n is not None:
+            by_ord[n] = ins
+        elif r[UNIQUE_KEY] is not None:
+            by_key[bytes(r[UNIQUE_KEY])] = ins
+    out = []
+    for n, p in enumerate(ps, start=1):
+        ins_row = by_ord.get(n)
+        if ins_row is None:
+            assert p.unique_key is not None, "a row without a unique key is always inserted"
+            ins_row = by_key[p.unique_key]
+        out.append(ins_row)
+    return out

@@ -1,0 +1,30 @@
+-- Client liveness rows (pyriver_client, our own `pyriver` migration line).
+
+-- name: client_heartbeat
+-- Every running client keeps its row fresh; the rescuer reads heartbeat_at. A row a
+-- stopped client marked dead ('-infinity') starts a new life when the id comes back.
+INSERT INTO {schema}.pyriver_client AS c (id, hostname, pid, started_at, heartbeat_at, queues)
+VALUES (@id::text, @hostname::text, @pid::int, now(), now(), @queues::text[])
+ON CONFLICT (id) DO UPDATE
+SET hostname = EXCLUDED.hostname,
+    pid = EXCLUDED.pid,
+    started_at = CASE WHEN c.heartbeat_at = '-infinity' THEN now() ELSE c.started_at END,
+    heartbeat_at = now(),
+    queues = EXCLUDED.queues;
+
+-- name: client_mark_dead
+-- A stopping client: whatever it still holds in `running` is abandoned, so the
+-- rescuer may take it back on its next pass rather than after dead_client_after.
+UPDATE {schema}.pyriver_client SET heartbeat_at = '-infinity' WHERE id = @id::text;
+
+-- name: client_prune
+-- Liveness rows of clients gone for longer than @older_than seconds, once none of
+-- their jobs is left in `running` (the rescuer needs the row to judge those).
+DELETE FROM {schema}.pyriver_client AS c
+WHERE c.heartbeat_at < now() - make_interval(secs => @older_than::float8)
+    AND NOT EXISTS (
+        SELECT 1
+        FROM {schema}.river_job AS j
+        WHERE j.state = 'running'
+            AND j.attempted_by[cardinality(j.attempted_by)] = c.id
+    );
