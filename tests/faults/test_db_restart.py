@@ -18,7 +18,7 @@ import pyriver_async
 from pyriver_async import Client, Job, JobArgs, JobContext, QueueConfig, Workers
 from pyriver_async._driver import Driver
 
-from .conftest import PgCluster
+from ._cluster import PgCluster
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 

@@ -1,0 +1,187 @@
+"""The fault tests' own machinery, shown to do what the fault tests rely on: a streaming
+standby that can be promoted, a killed and restarted cluster, a cluster flipped
+read-only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from ._cluster import PgCluster, Setting
+from .conftest import PgClusters
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
+
+# What asyncpg raises on a connection whose peer went away. InternalClientError: a
+# backend that exits sends a FATAL error first, and asyncpg, having read it but not yet
+# the EOF, refuses the next query that way (see tests/faults/test_db_restart.py).
+GONE = (
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+PRIMARY_SETTINGS: dict[str, Setting] = {
+    "wal_level": "replica",
+    "max_wal_senders": 4,
+    "hot_standby": True,
+}
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[PgCluster, PgCluster]]:
+    """A primary and a streaming standby, shared by this module's tests (none of them
+    leaves either changed)."""
+    clusters = PgClusters()
+    try:
+        primary = clusters.new(PRIMARY_SETTINGS)
+        yield primary, clusters.standby(primary)
+    finally:
+        clusters.close()
+
+
+async def _fetchval(url: str, sql: str) -> object:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+# -- clusters -----------------------------------------------------------------------------
+
+
+async def test_settings_reach_the_primary_and_its_standby(
+    pair: tuple[PgCluster, PgCluster],
+) -> None:
+    primary, standby = pair
+    for cluster in pair:
+        assert await _fetchval(cluster.url(), "SHOW max_wal_senders") == "4"
+        assert await _fetchval(cluster.url(), "SHOW fsync") == "off"  # the base settings
+    assert await _fetchval(standby.url(), "SELECT pg_is_in_recovery()") is True
+    assert await _fetchval(primary.url(), "SELECT pg_is_in_recovery()") is False
+
+
+async def test_standby_streams_a_row_written_on_the_primary(
+    pair: tuple[PgCluster, PgCluster],
+) -> None:
+    primary, standby = pair
+    token = uuid.uuid4().hex
+    conn = await asyncpg.connect(primary.url())
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS infra_stream (token text)")
+        await conn.execute("INSERT INTO infra_stream VALUES ($1)", token)
+        state = await conn.fetchval(
+            "SELECT state FROM pg_stat_replication WHERE application_name = $1",
+            standby.application_name,
+        )
+    finally:
+        await conn.close()
+    assert state == "streaming"
+
+    await standby.wait_replayed()
+    conn = await asyncpg.connect(standby.url())
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM infra_stream WHERE token = $1", token)
+        # A hot standby answers reads and refuses writes.
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError) as refused:
+            await conn.execute("INSERT INTO infra_stream VALUES ('no')")
+        assert refused.value.sqlstate == "25006"
+    finally:
+        await conn.close()
+
+
+async def test_promoted_standby_accepts_writes(
+    pair: tuple[PgCluster, PgCluster], pg_clusters: PgClusters
+) -> None:
+    primary, _ = pair
+    # A standby of this test's own: promotion ends its streaming for good.
+    standby = pg_clusters.standby(primary)
+    token = uuid.uuid4().hex
+    conn = await asyncpg.connect(primary.url())
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS infra_promote (token text)")
+        await conn.execute("INSERT INTO infra_promote VALUES ($1)", token)
+    finally:
+        await conn.close()
+    await standby.wait_replayed()
+
+    await standby.promote()
+
+    assert standby.primary is None
+    conn = await asyncpg.connect(standby.url())
+    try:
+        assert await conn.fetchval("SELECT pg_is_in_recovery()") is False
+        await conn.execute("INSERT INTO infra_promote VALUES ('after')")
+        rows = await conn.fetch("SELECT token FROM infra_promote ORDER BY token")
+    finally:
+        await conn.close()
+    # What the primary had committed before the promotion, and the new write.
+    assert {token, "after"} <= {r["token"] for r in rows}
+
+
+async def test_killed_cluster_restarts_with_crash_recovery_and_new_settings(
+    pg_cluster: PgCluster,
+) -> None:
+    conn = await asyncpg.connect(pg_cluster.url())
+    try:
+        await conn.execute("CREATE TABLE infra_kill (x int)")
+        # A synchronous commit: written to the WAL before it returns (the default here
+        # is asynchronous, whose last commits a crash may lose).
+        await conn.execute("SET synchronous_commit = on; INSERT INTO infra_kill VALUES (1)")
+        postmaster = pg_cluster.postmaster_pid()
+
+        await pg_cluster.akill()
+
+        with pytest.raises(GONE):
+            await conn.fetchval("SELECT 1")
+    finally:
+        conn.terminate()
+    with pytest.raises(GONE):
+        await asyncpg.connect(pg_cluster.url(), timeout=5)
+
+    await pg_cluster.astart({"statement_timeout": "150ms"})
+
+    assert pg_cluster.postmaster_pid() != postmaster
+    assert "database system was interrupted" in pg_cluster.log_text()
+    conn = await asyncpg.connect(pg_cluster.url())
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM infra_kill") == 1
+        # The setting given at start is in force.
+        with pytest.raises(asyncpg.QueryCanceledError) as cancelled:
+            await conn.execute("SELECT pg_sleep(2)")
+        assert cancelled.value.sqlstate == "57014"
+    finally:
+        await conn.close()
+
+
+async def test_set_read_only_refuses_writes_until_turned_off(
+    pair: tuple[PgCluster, PgCluster],
+) -> None:
+    primary, _ = pair
+    before = await asyncpg.connect(primary.url())  # a session opened before the flip
+    try:
+        await before.execute("CREATE TABLE IF NOT EXISTS infra_ro (x int)")
+        await before.execute("TRUNCATE infra_ro")
+        try:
+            await primary.set_read_only(True)
+            after = await asyncpg.connect(primary.url())
+            try:
+                for conn in (before, after):
+                    with pytest.raises(asyncpg.ReadOnlySQLTransactionError) as refused:
+                        await conn.execute("INSERT INTO infra_ro VALUES (1)")
+                    assert refused.value.sqlstate == "25006"
+                    assert await conn.fetchval("SELECT count(*) FROM infra_ro") == 0  # reads go on
+            finally:
+                await after.close()
+        finally:
+            await primary.set_read_only(False)
+        await before.execute("INSERT INTO infra_ro VALUES (2)")
+        assert await before.fetchval("SELECT array_agg(x) FROM infra_ro") == [2]
+    finally:
+        await before.close()
