@@ -1,9 +1,10 @@
 """The fault tests' own machinery, shown to do what the fault tests rely on: a streaming
 standby that can be promoted, a killed and restarted cluster, a cluster flipped
-read-only."""
+read-only, a TCP proxy that partitions, retargets and drops."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import asyncpg
 import pytest
 
 from ._cluster import PgCluster, Setting
+from ._proxy import TcpProxy
 from .conftest import PgClusters
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
@@ -185,3 +187,110 @@ async def test_set_read_only_refuses_writes_until_turned_off(
         assert await before.fetchval("SELECT array_agg(x) FROM infra_ro") == [2]
     finally:
         await before.close()
+
+
+# -- the TCP proxy ------------------------------------------------------------------------
+
+
+async def test_proxy_forwards_queries_and_cleans_up_on_close(
+    pair: tuple[PgCluster, PgCluster],
+) -> None:
+    primary, _ = pair
+    proxy = await TcpProxy("127.0.0.1", primary.port).start()
+    try:
+        conn = await asyncpg.connect(proxy.url())
+        assert await conn.fetchval("SELECT inet_server_port()") == primary.port
+        assert await conn.fetchval("SELECT $1::int * 2", 21) == 42
+        assert (proxy.accepted, proxy.active) == (1, 1)
+        assert proxy.upstream == {("127.0.0.1", primary.port): 1}
+    finally:
+        await proxy.close()  # with the connection still open
+    with pytest.raises(GONE):
+        await conn.fetchval("SELECT 1")
+    conn.terminate()
+    assert proxy.active == 0
+    # Every task the proxy started has ended.
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_blackholed_proxy_holds_a_query_until_restore(
+    pair: tuple[PgCluster, PgCluster],
+) -> None:
+    primary, _ = pair
+    async with TcpProxy("127.0.0.1", primary.port) as proxy:
+        conn = await asyncpg.connect(proxy.url())
+        try:
+            proxy.blackhole()
+            query = asyncio.create_task(conn.fetchval("SELECT 42"))
+            # The query's bytes reached the proxy, which holds them.
+            await proxy.wait_for(lambda p: p.held >= 1, timeout=5)
+            done, _ = await asyncio.wait({query}, timeout=0.5)
+            assert not done, "a query went through a partition"
+            # A new connection hangs too (its startup is held as well).
+            with pytest.raises(TimeoutError):
+                await asyncpg.connect(proxy.url(), timeout=0.5)
+            assert proxy.active >= 1 and not query.done()
+
+            proxy.restore()
+
+            assert await asyncio.wait_for(query, 5) == 42
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+
+
+async def test_retarget_sends_new_connections_to_the_other_cluster(
+    pair: tuple[PgCluster, PgCluster],
+) -> None:
+    primary, standby = pair
+
+    async def where(conn: asyncpg.Connection) -> tuple[int, bool]:
+        """The server's port, and whether it is a standby."""
+        row = await conn.fetchrow("SELECT inet_server_port(), pg_is_in_recovery()")
+        assert row is not None
+        return row[0], row[1]
+
+    async with TcpProxy("127.0.0.1", primary.port) as proxy:
+        first = await asyncpg.connect(proxy.url())
+        proxy.retarget("127.0.0.1", standby.port)
+        second = await asyncpg.connect(proxy.url())
+        try:
+            assert await where(second) == (standby.port, True)
+            # The connection made before stays with its target.
+            assert await where(first) == (primary.port, False)
+
+            # Back, closing what is open (a failover's effect on the old connections).
+            proxy.retarget("127.0.0.1", primary.port, close_existing=True)
+            assert proxy.dropped == 2
+            for old in (first, second):
+                with pytest.raises(GONE):
+                    await old.fetchval("SELECT 1")
+            assert await _fetchval(proxy.url(), "SELECT inet_server_port()") == primary.port
+        finally:
+            first.terminate()
+            second.terminate()
+        assert proxy.upstream == {("127.0.0.1", primary.port): 2, ("127.0.0.1", standby.port): 1}
+
+
+async def test_drop_all_closes_every_connection_and_new_ones_work(
+    pair: tuple[PgCluster, PgCluster],
+) -> None:
+    primary, _ = pair
+    async with TcpProxy("127.0.0.1", primary.port) as proxy:
+        pool = await asyncpg.create_pool(proxy.url(), min_size=3, max_size=3)
+        try:
+            await proxy.wait_for(lambda p: p.active == 3)
+            assert proxy.drop_all() == 3
+            await proxy.wait_for(lambda p: p.active == 0)
+            # asyncpg's pool notices on use and reconnects through the proxy.
+            for _ in range(3):
+                try:
+                    assert await pool.fetchval("SELECT 1") == 1
+                    break
+                except GONE:
+                    continue
+            else:
+                raise AssertionError("the pool never reconnected")
+            assert proxy.accepted >= 4
+        finally:
+            pool.terminate()
