@@ -3,7 +3,8 @@ reconfigure or stream to a standby (``_cluster.py``), a PgBouncer of the test's 
 (``_pgbouncer.py``), and helpers to run worker processes that a test may kill.
 
 A test that needs a cluster is skipped, with the reason, only when no way to make one
-works here (``_cluster.py`` says which ways are tried).
+works here (``_cluster.py`` says which ways are tried); one that needs pgbouncer only
+when the binary is missing and cannot be installed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import pytest
 import pyriver_async
 
 from ._cluster import ClusterUnavailable, PgCluster, Setting, make_standby, new_cluster
+from ._pgbouncer import PgBouncer, ensure_binary
 
-__all__ = ["PgCluster", "PgClusters", "WorkerProcesses"]
+__all__ = ["PgBouncer", "PgBouncers", "PgCluster", "PgClusters", "WorkerProcesses"]
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +100,60 @@ async def cluster_url(pg_cluster: PgCluster) -> str:
     url = await pg_cluster.create_database("pyriver")
     await pyriver_async.migrate(url)
     return url
+
+
+# -- pgbouncer ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_binary() -> Path:
+    """The pgbouncer binary; installs Debian's package when it is missing (as root),
+    skips only when that cannot be done."""
+    binary, reason = ensure_binary()
+    if binary is None:
+        pytest.skip(reason)
+    return binary
+
+
+class PgBouncers:
+    """Starts pgbouncers for one test; stops them all at the end."""
+
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+        self.started: list[PgBouncer] = []
+
+    def start(
+        self,
+        target_host: str,
+        target_port: int,
+        pool_mode: str = "transaction",
+        **options: object,
+    ) -> PgBouncer:
+        bouncer = PgBouncer(
+            target_host,
+            target_port,
+            pool_mode=pool_mode,
+            binary=self.binary,
+            **options,  # type: ignore[arg-type]
+        )
+        bouncer.start()
+        self.started.append(bouncer)
+        return bouncer
+
+    def close(self) -> None:
+        for b in self.started:
+            b.stop()
+
+
+@pytest.fixture
+def pgbouncers(pgbouncer_binary: Path) -> Iterator[PgBouncers]:
+    """``pgbouncers.start(host, port, pool_mode="transaction")``: a started pgbouncer in
+    front of that server; all stopped after the test."""
+    bouncers = PgBouncers(pgbouncer_binary)
+    try:
+        yield bouncers
+    finally:
+        bouncers.close()
 
 
 # -- worker processes ---------------------------------------------------------------------

@@ -1,19 +1,20 @@
 """The fault tests' own machinery, shown to do what the fault tests rely on: a streaming
 standby that can be promoted, a killed and restarted cluster, a cluster flipped
-read-only, a TCP proxy that partitions, retargets and drops."""
+read-only, a TCP proxy that partitions, retargets and drops, and pgbouncer in front of
+PostgreSQL (and what LISTEN does through it)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import asyncpg
 import pytest
 
 from ._cluster import PgCluster, Setting
 from ._proxy import TcpProxy
-from .conftest import PgClusters
+from .conftest import PgBouncers, PgClusters
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
@@ -294,3 +295,80 @@ async def test_drop_all_closes_every_connection_and_new_ones_work(
             assert proxy.accepted >= 4
         finally:
             pool.terminate()
+
+
+# -- pgbouncer ----------------------------------------------------------------------------
+
+
+def _resolve(fut: asyncio.Future[str]) -> Callable[[object, int, str, object], None]:
+    """A LISTEN callback that resolves ``fut`` with the first payload."""
+
+    def receive(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if not fut.done():
+            fut.set_result(str(payload))
+
+    return receive
+
+
+async def test_pgbouncer_transaction_mode_answers_asyncpg(
+    pair: tuple[PgCluster, PgCluster], pgbouncers: PgBouncers
+) -> None:
+    primary, _ = pair
+    bouncer = pgbouncers.start("127.0.0.1", primary.port, pool_mode="transaction")
+    # statement_cache_size=0: asyncpg's named prepared statements would outlive the
+    # transaction, and the next one may run on another server connection.
+    a = await asyncpg.connect(bouncer.url(), statement_cache_size=0)
+    b = await asyncpg.connect(bouncer.url(), statement_cache_size=0)
+    try:
+        assert await a.fetchval("SELECT $1::int + 1", 41) == 42
+        assert await a.fetchval("SELECT inet_server_port()") == primary.port
+        # Transaction pooling: two clients, one after the other, share a server backend.
+        assert await a.fetchval("SELECT pg_backend_pid()") == await b.fetchval(
+            "SELECT pg_backend_pid()"
+        )
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_listen_through_transaction_pooling_misses_notify(
+    pair: tuple[PgCluster, PgCluster], pgbouncers: PgBouncers
+) -> None:
+    """What a LISTEN through a transaction-mode pgbouncer (1.18) gets: nothing. The
+    LISTEN runs on whichever server connection carried that transaction; the NOTIFY
+    reaches that backend, which sends it to pgbouncer while no client is linked to it,
+    and pgbouncer drops it, logging ``got packet 'A' from server when not linked``. The
+    backend goes on listening in the pool. In session mode it arrives."""
+    primary, _ = pair
+    transaction = pgbouncers.start("127.0.0.1", primary.port, pool_mode="transaction")
+    session = pgbouncers.start("127.0.0.1", primary.port, pool_mode="session")
+    channel = f"infra_{uuid.uuid4().hex[:8]}"
+    loop = asyncio.get_running_loop()
+    got: dict[str, asyncio.Future[str]] = {
+        "direct": loop.create_future(),
+        "transaction": loop.create_future(),
+        "session": loop.create_future(),
+    }
+    conns = {
+        "direct": await asyncpg.connect(primary.url()),
+        "transaction": await asyncpg.connect(transaction.url(), statement_cache_size=0),
+        "session": await asyncpg.connect(session.url(), statement_cache_size=0),
+    }
+    try:
+        for name, conn in conns.items():
+            await conn.add_listener(channel, _resolve(got[name]))
+        await conns["direct"].execute(f"NOTIFY {channel}, 'hello'")
+
+        assert await asyncio.wait_for(got["direct"], 5) == "hello"
+        assert await asyncio.wait_for(got["session"], 5) == "hello"
+        # The drop is logged: wait for that rather than for a silence of some length.
+        loop_deadline = loop.time() + 5
+        while "got packet 'A' from server when not linked" not in transaction.log_text():
+            assert loop.time() < loop_deadline, transaction.log_text()[-2000:]
+            await asyncio.sleep(0.02)
+        # A round trip on the listening connection: nothing was queued for it.
+        assert await conns["transaction"].fetchval("SELECT 1") == 1
+        assert not got["transaction"].done()
+    finally:
+        for conn in conns.values():
+            await conn.close()
