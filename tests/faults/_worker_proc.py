@@ -5,14 +5,18 @@
 As a script, it runs a client with maintenance (leader election, rescuer, scheduler...) that works
 ``mp_sleep`` jobs: each sleeps ``seconds``, then records ``(job_id, attempt, client)``
 in the table ``mp_done`` (which the test creates), so a test can count how many times
-each job really ran to the end. Prints ``ready <client id>`` once started.
+each job really ran to the end. It also works ``mp_raise`` jobs, which raise
+``SystemExit(3)`` or ``KeyboardInterrupt`` (exceptions that are not ``Exception``s) from
+the job's body. Prints ``ready <client id>`` once started, ``stopped <client id>`` once
+stopped; exits 0 after a graceful stop.
 
 It stops gracefully on SIGTERM, when its stdin closes (the test process is gone), or
 after ``--lifetime`` seconds, so no run leaves it behind; SIGKILL is what the tests use.
 
 Imported by a test, it offers :func:`scratch_database` (a migrated database of the
-test's own, with ``mp_done``) and :class:`WorkerProcs` (starts these processes, kills
-whatever is left at the end).
+test's own, with ``mp_done``), :func:`create_side_table` (``mp_done`` in a database
+the test made, such as a throwaway cluster's) and :class:`WorkerProcs` (starts these
+processes, kills whatever is left at the end).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -43,6 +48,26 @@ class MpSleep(JobArgs, kind="mp_sleep"):
     seconds: float = 0.0
 
 
+class MpRaise(JobArgs, kind="mp_raise"):
+    """Raises ``exc`` from the job: ``"SystemExit"`` (code 3) or ``"KeyboardInterrupt"``."""
+
+    exc: str = "SystemExit"
+
+
+def _raise_named(name: str) -> None:
+    if name == "SystemExit":
+        raise SystemExit(3)
+    if name == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    raise ValueError(f"mp_raise: unknown exception {name!r}")
+
+
+SIDE_TABLE_DDL = (
+    "CREATE TABLE mp_done (job_id bigint NOT NULL, attempt int NOT NULL, "
+    "client text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--dsn", required=True)
@@ -62,8 +87,14 @@ def _on_stdin_closed(callback: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
 
     def read() -> None:
-        sys.stdin.buffer.read()
-        loop.call_soon_threadsafe(callback)
+        # os.read, not sys.stdin.buffer.read(): a daemon thread blocked inside the
+        # buffered reader holds its lock, and the interpreter, finalizing stdin on the
+        # way out, then aborts the process ("_enter_buffered_busy", SIGABRT), so a
+        # graceful stop ended with exit code -6.
+        while os.read(0, 65536):
+            pass
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(callback)
 
     # A daemon thread: the process never waits for it on the way out.
     threading.Thread(target=read, daemon=True).start()
@@ -82,6 +113,11 @@ async def run(opts: argparse.Namespace) -> None:
                 job.attempt,
                 opts.id,
             )
+
+    @workers.register(MpRaise, timeout=None)
+    async def raise_base_exception(ctx: JobContext, job: Job[MpRaise]) -> None:
+        await asyncio.sleep(0)
+        _raise_named(job.args.exc)
 
     client = Client(
         opts.dsn,
@@ -119,17 +155,19 @@ async def scratch_database() -> AsyncIterator[str]:
     url, name = await create_database("pyriver_mp")
     try:
         await pyriver_async.migrate(url)
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(
-                "CREATE TABLE mp_done (job_id bigint NOT NULL, attempt int NOT NULL, "
-                "client text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
-            )
-        finally:
-            await conn.close()
+        await create_side_table(url)
         yield url
     finally:
         await drop_database(name)
+
+
+async def create_side_table(url: str) -> None:
+    """The ``mp_done`` table the worker processes record finished jobs in."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(SIDE_TABLE_DDL)
+    finally:
+        await conn.close()
 
 
 class WorkerProc:
@@ -151,6 +189,12 @@ class WorkerProc:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.client_id} not ready in time:\n{self.output()}")
             await asyncio.sleep(0.05)
+
+    async def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM (a graceful stop); returns the exit code."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
 
     async def kill(self) -> None:
         """SIGKILL, and wait until the process is gone."""

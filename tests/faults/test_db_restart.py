@@ -19,7 +19,7 @@ from pyriver_async import Client, Job, JobArgs, JobContext, QueueConfig, Workers
 from pyriver_async._driver.queries import Queries
 from pyriver_async._errors import TransientDatabaseError
 
-from .conftest import PgCluster
+from ._cluster import PgCluster
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 
