@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from ._errors import InvalidOptsError, KindConflictError
+from ._errors import InvalidOptsError, KindConflictError, typed_init_errors
 from ._job import JobState
 
 __all__ = ["DEFAULT_UNIQUE_STATES", "InsertOpts", "JobArgs", "UniqueOpts", "kind_registry"]
@@ -36,6 +36,17 @@ def _is_utf8(text: str) -> bool:
 
 
 kind_registry: dict[str, type[JobArgs]] = {}
+
+# Metadata keys the engine or River reads to decide what happens to a job (see
+# RIVER-INTEROP): a user may not set them at insert.
+RESERVED_METADATA_KEYS = frozenset(
+    {"cancel_attempted_at", "snoozes", "output", "unique_key_conflict"}
+)
+RESERVED_METADATA_PREFIXES = ("river:", "pyriver:")
+
+
+def is_reserved_metadata_key(key: str) -> bool:
+    return key in RESERVED_METADATA_KEYS or key.startswith(RESERVED_METADATA_PREFIXES)
 
 
 def validate_kind(kind: object) -> str:
@@ -150,6 +161,7 @@ _STATE_BITS = {
 }
 
 
+@typed_init_errors(InvalidOptsError)
 @dataclass(frozen=True, kw_only=True, slots=True)
 class UniqueOpts:
     """Make a job unique: a duplicate insert returns the existing job instead.
@@ -216,6 +228,7 @@ def _to_timedelta(value: object, what: str) -> timedelta:
         raise InvalidOptsError(f"{what} is out of range: {value!r}") from None
 
 
+@typed_init_errors(InvalidOptsError)
 @dataclass(frozen=True, kw_only=True, slots=True)
 class InsertOpts:
     """Per-insert options. Unset fields fall back to the args' ``insert_opts()``, then defaults.
@@ -225,6 +238,9 @@ class InsertOpts:
     - ``max_attempts``: default 25.
     - ``scheduled_at`` (timezone-aware) or ``delay`` (timedelta or seconds): run later.
     - ``tags``: short strings for filtering; ``metadata``: a JSON object stored with the job.
+      Keys that carry meaning for the engine or for River (``cancel_attempted_at``,
+      ``snoozes``, ``output``, ``unique_key_conflict``, and any ``river:`` or
+      ``pyriver:`` key) are refused: a user's metadata never steers an outcome.
     - ``unique``: see :class:`UniqueOpts`.
     """
 
@@ -297,5 +313,12 @@ class InsertOpts:
             or not all(isinstance(k, str) for k in self.metadata)
         ):
             raise InvalidOptsError("metadata must be a mapping with string keys")
+        if self.metadata is not None:
+            reserved = sorted(k for k in self.metadata if is_reserved_metadata_key(k))
+            if reserved:
+                raise InvalidOptsError(
+                    f"metadata keys {reserved} are reserved: the engine and River give "
+                    "them meaning (cancellation, snoozes, output, rescues); use other names"
+                )
         if self.unique is not None and not isinstance(self.unique, UniqueOpts):
             raise InvalidOptsError("unique must be a UniqueOpts")

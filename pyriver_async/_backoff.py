@@ -9,7 +9,7 @@ from typing import Any
 
 from ._job import Job
 
-__all__ = ["default_retry_delay", "reconnect_delays"]
+__all__ = ["default_retry_delay", "default_retry_delay_for", "reconnect_delays"]
 
 # Past this many errors the delay stops growing (24**4 s is ~3.8 days).
 _MAX_COUNTED_ERRORS = 24
@@ -20,9 +20,13 @@ def default_retry_delay(job: Job[Any]) -> timedelta:
 
     Counted on recorded errors, not attempts, so snoozes do not shorten it.
     """
-    n = min(len(job.errors), _MAX_COUNTED_ERRORS) + 1
-    base = float(n**4)
-    return timedelta(seconds=base * random.uniform(0.9, 1.1))
+    return default_retry_delay_for(len(job.errors) + 1)
+
+
+def default_retry_delay_for(n: int) -> timedelta:
+    """River's backoff for the ``n``-th failure: n**4 seconds, +-10 % jitter."""
+    n = max(1, min(n, _MAX_COUNTED_ERRORS + 1))
+    return timedelta(seconds=float(n**4) * random.uniform(0.9, 1.1))
 
 
 def reconnect_delays(first: float = 0.1, maximum: float = 5.0) -> Iterator[float]:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
-from ._backoff import reconnect_delays
+from ._backoff import default_retry_delay_for, reconnect_delays
 from ._driver import Executor
 from ._errors import DatabaseError, MigrationError, TransientDatabaseError
 from ._outcome import Outcome, attempt_error
@@ -199,6 +199,10 @@ class Completer:
             return
         o = batch[0]
         now = datetime.now(UTC)
+        exhausted = 0 < o.max_attempts <= o.attempt
+        # The usual backoff, counted on attempts: a job whose every outcome is refused
+        # must not loop between claim and refusal.
+        retry_at = None if exhausted else now + default_retry_delay_for(o.attempt)
         fallback = Outcome.failed(
             o.job_id,
             o.attempt,
@@ -207,18 +211,19 @@ class Completer:
                 o.attempted_at or now,
                 o.attempt,
                 f"the outcome {o.state!r} of this attempt could not be written ({exc}); "
-                "the job was put back to run again",
+                + ("no attempt is left" if exhausted else "the job was put back to run again"),
             ),
-            retry_at=now,
+            retry_at=retry_at,
         )
         fallback.attempted_at = o.attempted_at
         self.put_back += 1
+        what = (
+            "discarded, no attempt left"
+            if retry_at is None
+            else f"put back as retryable, due in {(retry_at - now).total_seconds():.0f}s"
+        )
         log.error(
-            "job %d: its outcome %r cannot be written (%s); it is put back as retryable, "
-            "to run again now",
-            o.job_id,
-            o.state,
-            exc,
+            "job %d: its outcome %r cannot be written (%s); it is %s", o.job_id, o.state, exc, what
         )
         try:
             await self._write_fallback(fallback)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from ._errors import ConfigError
+from ._errors import ConfigError, typed_init_errors
 
 __all__ = ["ClientConfig", "QueueConfig", "to_seconds", "to_timeout"]
 
@@ -58,6 +58,7 @@ def _int_in(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
+@typed_init_errors(ConfigError)
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
     """Settings of one queue this client works: how many of its jobs run at once here."""

@@ -46,11 +46,39 @@ __all__ = [
     "classify_sqlstate",
 ]
 
+from collections.abc import Callable
 from datetime import timedelta
+from functools import wraps
+from typing import Any, TypeVar
+
+_C = TypeVar("_C", bound=type)
 
 
 class PyRiverError(Exception):
     """Base class of every error raised by pyriver_async."""
+
+
+def typed_init_errors(error: type[PyRiverError]) -> Callable[[_C], _C]:
+    """A class decorator: a wrong keyword or argument count given to the class (a
+    ``TypeError`` from its generated ``__init__``) raises ``error`` instead, so a
+    misspelled option is caught as the library's typed error."""
+
+    def decorate(cls: _C) -> _C:
+        init: Callable[..., None] = cls.__dict__["__init__"]
+
+        @wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                init(self, *args, **kwargs)
+            except TypeError as exc:
+                if isinstance(exc, PyRiverError):
+                    raise
+                raise error(str(exc).replace(".__init__()", "()")) from None
+
+        cls.__init__ = __init__  # type: ignore[misc]
+        return cls
+
+    return decorate
 
 
 class ConfigError(PyRiverError, ValueError):

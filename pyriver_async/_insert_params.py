@@ -134,6 +134,111 @@ def _check_args_class(args: object) -> bool:
 _encode_lines = msgspec.json.Encoder(order="deterministic").encode_lines
 
 
+class _ArgsType:
+    """What checking args of one JobArgs class needs, made once per class.
+
+    A msgspec Struct does not validate its fields when it is built
+    (``SendEmail(user_id="x")`` is accepted), so args are checked by decoding their
+    encoded bytes back into the class: what a worker's decoder would refuse later is
+    refused at insert instead. Naive datetimes decode fine, so classes that may hold a
+    ``datetime`` (a field of that type, or of ``Any``) have their objects walked too.
+    """
+
+    __slots__ = ("decoder", "list_decoder", "may_hold_datetimes")
+
+    def __init__(self, cls: type) -> None:
+        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(cls)
+        self.list_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(list[cls])  # type: ignore[valid-type]
+        self.may_hold_datetimes = _may_hold_datetime(msgspec.inspect.type_info(cls), set())
+
+
+_args_types: dict[type, _ArgsType] = {}
+
+
+def _args_type(cls: type) -> _ArgsType:
+    t = _args_types.get(cls)
+    if t is None:
+        t = _ArgsType(cls)
+        if len(_args_types) < 10_000:
+            _args_types[cls] = t
+    return t
+
+
+def _may_hold_datetime(t: msgspec.inspect.Type, seen: set[int]) -> bool:
+    """Whether a value of type ``t`` may hold a datetime without a required time zone."""
+    mi = msgspec.inspect
+    if isinstance(t, mi.DateTimeType):
+        return t.tz is not True
+    if isinstance(t, mi.AnyType):
+        return True
+    if isinstance(t, mi.StructType | mi.DataclassType | mi.TypedDictType | mi.NamedTupleType):
+        if id(t.cls) in seen:
+            return False
+        seen.add(id(t.cls))
+        return any(_may_hold_datetime(f.type, seen) for f in t.fields)
+    if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        return _may_hold_datetime(t.item_type, seen)
+    if isinstance(t, mi.TupleType):
+        return any(_may_hold_datetime(i, seen) for i in t.item_types)
+    if isinstance(t, mi.DictType):
+        return _may_hold_datetime(t.key_type, seen) or _may_hold_datetime(t.value_type, seen)
+    if isinstance(t, mi.UnionType):
+        return any(_may_hold_datetime(i, seen) for i in t.types)
+    if isinstance(t, mi.Metadata):
+        return _may_hold_datetime(t.type, seen)
+    return False
+
+
+def _has_naive_datetime(args: object) -> bool:
+    stack: list[Any] = [msgspec.to_builtins(args, builtin_types=(datetime,))]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, datetime):
+            if v.tzinfo is None or v.utcoffset() is None:
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def _check_args(cls: type, args: object, encoded: bytes) -> None:
+    """Refuse args whose encoding does not decode back into their class, or that hold
+    a naive datetime (stored without its time zone, it would mean another time)."""
+    t = _args_type(cls)
+    try:
+        t.decoder.decode(encoded)
+    except msgspec.ValidationError as exc:
+        kind = getattr(cls, "kind", cls.__name__)
+        raise InvalidArgsError(
+            f"args of kind {kind!r} do not match {cls.__name__}: {exc} "
+            "(a msgspec Struct does not check its fields when it is built)"
+        ) from None
+    if t.may_hold_datetimes and _has_naive_datetime(args):
+        kind = getattr(cls, "kind", cls.__name__)
+        raise InvalidArgsError(
+            f"args of kind {kind!r} hold a naive datetime; use timezone-aware ones, e.g. "
+            "datetime.now(timezone.utc)"
+        )
+
+
+def _batch_args_valid(items: Sequence[object], texts: list[str]) -> bool:
+    """:func:`_check_args` for a whole batch: one decode per class of the batch."""
+    by_class: dict[type, list[str]] = {}
+    for a, text in zip(items, texts, strict=True):
+        by_class.setdefault(type(a), []).append(text)
+    for cls, group in by_class.items():
+        t = _args_type(cls)
+        try:
+            t.list_decoder.decode("[" + ",".join(group) + "]")
+        except msgspec.ValidationError:
+            return False
+        if t.may_hold_datetimes and any(_has_naive_datetime(a) for a in items if type(a) is cls):
+            return False
+    return True
+
+
 def build_plain_params(items: Sequence[object]) -> list[InsertParams] | None:
     """The params of a batch of bare JobArgs whose classes take every default option,
     encoded by one encoder call instead of one per job; None when some item needs
@@ -168,6 +273,8 @@ def build_plain_params(items: Sequence[object]) -> list[InsertParams] | None:
     # Content that needs a look job by job, in a batch that is most likely fine.
     if closer_look and any(_unstorable(t.encode(), a) for t, a in zip(texts, items, strict=True)):
         return None
+    if not _batch_args_valid(items, texts):
+        return None
     jobs = cast("Sequence[JobArgs]", items)
     return [
         InsertParams(
@@ -199,6 +306,7 @@ def build_insert_params(
         encoded, why = _encode_json(args)
         if encoded is None:
             raise InvalidArgsError(f"args of kind {cls.kind!r} cannot be stored: {why}")
+        _check_args(cls, args, encoded)
         return InsertParams(
             args,
             encoded.decode(),
@@ -219,6 +327,7 @@ def build_insert_params(
     encoded, why = _encode_json(args)
     if encoded is None:
         raise InvalidArgsError(f"args of kind {kind!r} cannot be stored: {why}")
+    _check_args(cls, args, encoded)
     queue = DEFAULT_QUEUE
     priority = DEFAULT_PRIORITY
     max_attempts = DEFAULT_MAX_ATTEMPTS

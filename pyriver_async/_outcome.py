@@ -62,6 +62,9 @@ class Outcome:
     snoozed: bool = False
     # The claim's attempted_at: with the attempt, it tells this claim from a later one.
     attempted_at: datetime | None = None
+    # The job's max_attempts (0: unknown), for the completer's fallback when the
+    # database refuses this outcome.
+    max_attempts: int = 0
 
     @classmethod
     def completed(cls, job_id: int, attempt: int, queue: str) -> Outcome:

@@ -28,7 +28,7 @@ from ._completer import Completer
 from ._config import QueueConfig
 from ._driver import Executor as DriverExecutor
 from ._driver import JobRow
-from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, QUEUE
+from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, MAX_ATTEMPTS, QUEUE
 from ._errors import DatabaseError, MigrationError, TransientDatabaseError
 from ._executor import Executor, cancelled_outcome
 from ._outcome import CancelReason
@@ -349,6 +349,7 @@ class Producer:
             rec[ID], rec[ATTEMPT], rec[QUEUE], datetime.now(UTC), reason or CancelReason.SHUTDOWN
         )
         outcome.attempted_at = rec[ATTEMPTED_AT]
+        outcome.max_attempts = rec[MAX_ATTEMPTS]
         self._completer.add(outcome)
 
     async def _work(self, slot: _Slot, rec: JobRow, task: asyncio.Task[None]) -> None:
@@ -368,6 +369,7 @@ class Producer:
             raise
         outside = task.cancelling() > slot.requested
         outcome.attempted_at = rec[ATTEMPTED_AT]
+        outcome.max_attempts = rec[MAX_ATTEMPTS]
         self._completer.add(outcome)
         if outcome.state == "available" and outcome.scheduled_at is not None:
             # A short snooze: look again when it becomes claimable.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import ClassVar
 
@@ -21,6 +22,8 @@ __all__ = ["Service", "cancel_and_wait", "wait_event"]
 
 # Failures of these kinds are the database being away or busy: one line, no traceback.
 _EXPECTED_ERRORS = (DatabaseError, MigrationError, TimeoutError)
+# While a service keeps failing, a reminder at most this often (seconds).
+REMIND_EVERY = 60.0
 
 
 class Service:
@@ -78,6 +81,11 @@ class Service:
     async def _loop(self) -> None:
         self.log.debug("%s started", self.name)
         delays: Iterator[float] | None = None
+        # A failing stretch (the database away, read-only, a partition) is logged when
+        # it starts, every REMIND_EVERY seconds while it lasts, and when it ends.
+        failing_since: float | None = None
+        last_log = 0.0
+        failures = 0
         try:
             while True:
                 self._wake.clear()
@@ -90,19 +98,37 @@ class Service:
                     raise
                 except Exception as exc:
                     self.failures += 1
+                    failures += 1
                     if delays is None:
                         delays = reconnect_delays(min(self.interval, 1.0), self.max_backoff)
                     wait = next(delays)
-                    self.log.warning(
-                        "%s failed (%s: %s); trying again in %.1fs",
-                        self.name,
-                        type(exc).__name__,
-                        exc,
-                        wait,
-                        exc_info=not isinstance(exc, _EXPECTED_ERRORS),
-                    )
+                    now = time.monotonic()
+                    expected = isinstance(exc, _EXPECTED_ERRORS)
+                    if failing_since is None or not expected or now - last_log >= REMIND_EVERY:
+                        last_log = now
+                        self.log.warning(
+                            "%s failed (%s: %s)%s; trying again with backoff",
+                            self.name,
+                            type(exc).__name__,
+                            exc,
+                            ""
+                            if failing_since is None
+                            else f" for {now - failing_since:.0f}s, {failures} attempts",
+                            exc_info=not expected,
+                        )
+                    else:
+                        self.log.debug("%s failed again (%s)", self.name, exc)
+                    if failing_since is None:
+                        failing_since = now
                 else:
-                    delays = None
+                    if failing_since is not None:
+                        self.log.info(
+                            "%s works again after %d failed attempts over %.1fs",
+                            self.name,
+                            failures,
+                            time.monotonic() - failing_since,
+                        )
+                    failing_since, failures, delays = None, 0, None
                     self.runs += 1
                     wait = self.next_wait()
                 if wait > 0:

@@ -7,9 +7,8 @@ left ``running`` for the rescuer (``rescue_stuck_jobs_after`` stays at its defau
 one hour). The server log is checked too, so that a drill cannot pass because its
 fault never happened.
 
-They describe behaviour being built for issue 16 and fail on the code before it;
-each is ``xfail(strict=True)`` until then, so the suite stays green and the fix is
-what turns them into passes (its author removes the markers).
+They failed on the code before issue 16 (outcomes dropped on 25006 and 57014, the
+process ended by a job's SystemExit); the README's Guarantees point at them.
 """
 
 from __future__ import annotations
@@ -56,11 +55,6 @@ async def _until_all_completed(
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: an outcome refused by a read-only database (25006) is dropped, its "
-    "job left running until the rescuer",
-)
 async def test_read_only_flip_mid_drain_loses_no_outcome(
     pg_cluster: PgCluster, cluster_url: str
 ) -> None:
@@ -114,11 +108,6 @@ async def test_read_only_flip_mid_drain_loses_no_outcome(
     assert max(runs.values()) == 1, collections.Counter(runs.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: a completion cancelled by statement_timeout (57014) is dropped, its "
-    "job left running until the rescuer",
-)
 async def test_completion_statement_timeout_loses_no_outcome(
     pg_cluster: PgCluster, cluster_url: str
 ) -> None:
@@ -174,10 +163,6 @@ async def test_completion_statement_timeout_loses_no_outcome(
     assert "canceling statement due to statement timeout" in pg_cluster.log_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: SystemExit or KeyboardInterrupt raised by a job ends the worker process",
-)
 async def test_base_exceptions_in_jobs_leave_the_worker_process_working(
     cluster_url: str, tmp_path: Path
 ) -> None:

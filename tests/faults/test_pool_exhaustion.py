@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -176,3 +177,32 @@ async def test_a_pool_with_no_connection_to_spare_for_the_notifier_is_refused_or
         pool.terminate()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.stop_and_cancel(), 10)
+
+
+async def test_a_heartbeat_that_cannot_get_a_connection_says_what_fails(
+    small_pool: asyncpg.Pool, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every wait of the engine on the database is bounded: a heartbeat stuck behind a
+    # pool the application holds (or a partitioned network) gives up and says why,
+    # instead of waiting for ever without a word.
+    caplog.set_level(logging.WARNING, logger="pyriver_async")
+    client = Client(
+        small_pool,
+        workers=_workers(collections.Counter()),
+        queues={"default": QueueConfig(max_workers=2)},
+        heartbeat_interval=1.0,
+        dead_client_after=3.0,
+    )
+    async with client:
+        await asyncio.sleep(0.2)  # the first beat
+        async with _hold_every_free_connection(small_pool):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while not any("has written no heartbeat" in r.getMessage() for r in caplog.records):
+                assert loop.time() < deadline, "the heartbeat never said it was failing"
+                await asyncio.sleep(0.1)
+    failures = [r.getMessage() for r in caplog.records if r.name.endswith(".heartbeat")]
+    assert any(
+        "heartbeat failed" in m and "no database connection came free within 5s" in m
+        for m in failures
+    ), failures

@@ -113,7 +113,7 @@ INVALID: list[tuple[str, Attempt, type[Exception]]] = [
     (
         "unknown opts keyword",
         lambda c: c.insert(_fuzz(), InsertOpts(queueu="x")),  # type: ignore[call-arg]
-        TypeError,
+        InvalidOptsError,
     ),
     ("not JobArgs", lambda c: c.insert({"a": 1}), InvalidArgsError),  # type: ignore[arg-type]
 ]

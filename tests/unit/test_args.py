@@ -9,12 +9,14 @@ import msgspec
 import pytest
 
 from pyriver_async import (
+    ConfigError,
     InsertOpts,
     InvalidArgsError,
     InvalidOptsError,
     JobArgs,
     JobState,
     KindConflictError,
+    QueueConfig,
     UniqueOpts,
 )
 from pyriver_async._args import kind_registry
@@ -172,9 +174,45 @@ def test_invalid_insert_opts_raise(kwargs: dict[str, Any]) -> None:
         InsertOpts(**kwargs)
 
 
-def test_unknown_insert_opts_keyword_is_a_type_error() -> None:
-    with pytest.raises(TypeError):
+def test_a_misspelled_option_is_the_librarys_typed_error() -> None:
+    with pytest.raises(InvalidOptsError, match="unexpected keyword argument 'qeueu'"):
         InsertOpts(qeueu="default")  # type: ignore[call-arg]
+    with pytest.raises(InvalidOptsError, match="by_arg"):
+        UniqueOpts(by_arg=True)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="max_wokers"):
+        QueueConfig(max_wokers=1)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "key", ["cancel_attempted_at", "snoozes", "output", "unique_key_conflict", "river:log",
+            "pyriver:anything"],
+)  # fmt: skip
+def test_metadata_keys_with_engine_meaning_are_refused(key: str) -> None:
+    with pytest.raises(InvalidOptsError, match="reserved"):
+        InsertOpts(metadata={key: "2026-01-01T00:00:00Z", "tenant": "a"})
+
+
+def test_other_metadata_keys_are_accepted() -> None:
+    assert InsertOpts(metadata={"tenant": "a", "riverside": 1}).metadata == {
+        "tenant": "a",
+        "riverside": 1,
+    }
+
+
+class Typed(JobArgs, kind="args_typed_check"):
+    user_id: int
+    when: datetime | None = None
+
+
+def test_args_are_validated_against_their_type_at_the_boundary() -> None:
+    with pytest.raises(InvalidArgsError, match="Expected `int`, got `str`"):
+        build_insert_params(Typed(user_id="x"), None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgsError, match="naive datetime"):
+        build_insert_params(Typed(user_id=1, when=datetime(2026, 1, 1)), None)
+    with pytest.raises(InvalidArgsError, match="naive datetime"):
+        build_insert_params(Typed(user_id=1, when=datetime(2026, 1, 1)), InsertOpts(queue="other"))
+    ok = build_insert_params(Typed(user_id=1, when=datetime(2026, 1, 1, tzinfo=UTC)), None)
+    assert ok.kind == "args_typed_check"
 
 
 def test_valid_insert_opts_are_normalised() -> None:

@@ -1,0 +1,200 @@
+"""Outcomes are never dropped and failures are never silent (issue 16).
+
+- an outcome the database refuses for good puts its job back at once, with the
+  refusal recorded, instead of leaving it ``running`` for the rescuer's backstop;
+- a job raising ``SystemExit`` or ``KeyboardInterrupt`` fails that attempt, recorded
+  with the exception, and the client goes on;
+- every failed attempt logs a WARNING and every discard an ERROR, with the job's
+  fields as structured ``extra``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from pyriver_async import (
+    Client,
+    InsertOpts,
+    Job,
+    JobArgs,
+    JobContext,
+    QueueConfig,
+    Workers,
+)
+from tests._support import eventually, next_event
+
+
+class Refused(JobArgs, kind="outcome_refused"):
+    pass
+
+
+class Fine(JobArgs, kind="outcome_fine"):
+    n: int = 0
+
+
+class Raises(JobArgs, kind="outcome_raises"):
+    what: str  # "system_exit" | "keyboard_interrupt" | "value_error"
+
+
+class Nobody(JobArgs, kind="outcome_nobody_works_this"):
+    pass
+
+
+def _workers() -> Workers:
+    w = Workers()
+
+    @w.register(Refused)
+    async def refused(ctx: JobContext, job: Job[Refused]) -> None:
+        return None
+
+    @w.register(Fine)
+    async def fine(ctx: JobContext, job: Job[Fine]) -> None:
+        return None
+
+    @w.register(Raises)
+    async def raises(ctx: JobContext, job: Job[Raises]) -> None:
+        if job.args.what == "system_exit":
+            raise SystemExit(3)
+        if job.args.what == "keyboard_interrupt":
+            raise KeyboardInterrupt
+        raise ValueError("bad input\nsecond line of the message")
+
+    return w
+
+
+@pytest.fixture
+async def client(pool: asyncpg.Pool) -> AsyncIterator[Client]:
+    c = Client(
+        pool,
+        workers=_workers(),
+        queues={"default": QueueConfig(max_workers=10)},
+        # The leader's scheduler makes retried jobs available again (within a second).
+        maintenance=True,
+        retry_policy=lambda job, now: now,  # retry at once: the tests follow attempts
+    )
+    async with c:
+        yield c
+
+
+async def _row(pool: asyncpg.Pool, job_id: int) -> asyncpg.Record:
+    rec = await pool.fetchrow("SELECT * FROM river_job WHERE id = $1", job_id)
+    assert rec is not None
+    return rec
+
+
+async def test_an_outcome_the_database_refuses_puts_its_job_back_at_once(
+    pool: asyncpg.Pool, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A row-level refusal of exactly one outcome: completing this kind breaks a check.
+    await pool.execute(
+        "ALTER TABLE river_job ADD CONSTRAINT no_refused_completion "
+        "CHECK (state <> 'completed' OR kind <> 'outcome_refused')"
+    )
+    try:
+        sub = client.subscribe()
+        fine = [await client.insert(Fine(n=i)) for i in range(5)]
+        bad = await client.insert(Refused(), InsertOpts(max_attempts=3))
+        for r in fine:
+            assert (await next_event(sub, r.job.id)).state == "completed"
+
+        async def put_back() -> bool:
+            return bool((await _row(pool, bad.job.id))["state"] == "retryable")
+
+        await eventually(put_back, timeout=10)
+        row = await _row(pool, bad.job.id)
+        assert row["attempt"] == 1 and row["finalized_at"] is None
+        assert "could not be written" in row["errors"][0]
+        assert "no_refused_completion" in row["errors"][0]
+        assert row["scheduled_at"] > datetime.now(UTC)  # the usual backoff, not a hot loop
+        assert any(
+            "its outcome 'completed' cannot be written" in r.getMessage()
+            and "put back as retryable" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        await pool.execute("ALTER TABLE river_job DROP CONSTRAINT no_refused_completion")
+
+
+@pytest.mark.parametrize(
+    ("what", "name"), [("system_exit", "SystemExit"), ("keyboard_interrupt", "KeyboardInterrupt")]
+)
+async def test_a_base_exception_from_a_job_fails_that_attempt_and_the_client_goes_on(
+    pool: asyncpg.Pool, client: Client, what: str, name: str
+) -> None:
+    sub = client.subscribe()
+    bad = await client.insert(Raises(what=what), InsertOpts(max_attempts=2))
+    first = await next_event(sub, bad.job.id)
+    assert first.state == "retryable"
+    second = await next_event(sub, bad.job.id)  # retried (at once, by the policy)
+    assert second.state == "discarded"
+    row = await _row(pool, bad.job.id)
+    assert len(row["errors"]) == 2
+    assert all(name in e and "raised by the job" in e for e in row["errors"])
+    # The client still works other jobs.
+    ok = await client.insert(Fine())
+    assert (await next_event(sub, ok.job.id)).state == "completed"
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        k: getattr(record, k, None)
+        for k in ("job_id", "job_kind", "job_queue", "job_attempt", "job_max_attempts")
+    }
+
+
+async def test_failed_attempts_and_discards_are_logged_with_the_jobs_fields(
+    pool: asyncpg.Pool, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pyriver_async")
+    sub = client.subscribe()
+    res = await client.insert(Raises(what="value_error"), InsertOpts(max_attempts=2))
+    assert (await next_event(sub, res.job.id)).state == "retryable"
+    assert (await next_event(sub, res.job.id)).state == "discarded"
+    mine = [r for r in caplog.records if getattr(r, "job_id", None) == res.job.id]
+    warning, error = mine[0], mine[-1]
+    assert warning.levelno == logging.WARNING
+    assert "failed attempt 1/2" in warning.getMessage()
+    assert "ValueError: bad input" in warning.getMessage()
+    assert "second line" not in warning.getMessage()  # the error's first line only
+    assert _fields(warning) == {
+        "job_id": res.job.id,
+        "job_kind": "outcome_raises",
+        "job_queue": "default",
+        "job_attempt": 1,
+        "job_max_attempts": 2,
+    }
+    assert error.levelno == logging.ERROR
+    assert "discarded after attempt 2/2" in error.getMessage()
+    assert _fields(error)["job_attempt"] == 2
+
+
+async def test_an_unregistered_kind_and_undecodable_args_are_logged(
+    pool: asyncpg.Pool, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pyriver_async")
+    sub = client.subscribe()
+    nobody = await client.insert(Nobody(), InsertOpts(max_attempts=1))
+    # A row another writer made, whose args do not fit the registered class.
+    job_id = await pool.fetchval(
+        "INSERT INTO river_job (args, kind, max_attempts) "
+        "VALUES ('{\"n\": \"not a number\"}', 'outcome_fine', 1) RETURNING id"
+    )
+    await pool.execute("SELECT pg_notify('public.river_insert', '{\"queue\": \"default\"}')")
+    assert (await next_event(sub, nobody.job.id)).state == "discarded"
+    assert (await next_event(sub, job_id)).state == "discarded"
+    messages = {
+        getattr(r, "job_id", None): r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.ERROR
+    }
+    assert (
+        "no worker is registered for job kind 'outcome_nobody_works_this'"
+        in messages[nobody.job.id]
+    )
+    assert "do not decode into Fine" in messages[job_id]
