@@ -170,6 +170,37 @@ class Queries:
     schema_columns: Query
     schema_indexes: Query
 
+    # insights.sql (the read-only insights of _insights.py and the web UI)
+    insights_state_counts: Query
+    insights_final_window: Query
+    insights_estimate: Query
+    insights_max_id: Query
+    insights_throughput: Query
+    insights_breakdown: Query
+    insights_queue_states: Query
+    insights_queues: Query
+    insights_queue_counts: Query
+    insights_queue_lag: Query
+    insights_scheduler_lag: Query
+    insights_cleaner_lag: Query
+    insights_kinds: Query
+    insights_kind_sample: Query
+    insights_claim_order: Query
+    insights_job_documents: Query
+    insights_job_document_full: Query
+    insights_unique_conflict: Query
+    insights_discarded_errors: Query
+    insights_retryable_errors: Query
+    insights_periodic_runs: Query
+    insights_running: Query
+    insights_liveness_table: Query
+    insights_clients: Query
+    insights_leader: Query
+    insights_table_health: Query
+    insights_old_xmin: Query
+    insights_server: Query
+    insights_ping: Query
+
     @staticmethod
     @cache
     def for_schema(schema: str = "public") -> Queries:
