@@ -117,27 +117,25 @@ class Base:
 
     # -- the three ways to run a query ----------------------------------------------
 
-    async def _fetch(self, q: Query, args: tuple[Any, ...], timeout: float | None = None) -> Any:
+    async def _run(
+        self, method: str, q: Query, args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
         try:
             async with self._connection() as conn:
-                return await conn.fetch(q.sql, *args, timeout=timeout or self._timeout)
+                run = getattr(conn, method)
+                return await run(q.sql, *args, timeout=timeout or self._timeout)
         except Exception as exc:
             raise self._error(exc)
+
+    async def _fetch(self, q: Query, args: tuple[Any, ...], timeout: float | None = None) -> Any:
+        return await self._run("fetch", q, args, timeout)
 
     async def _fetchrow(self, q: Query, args: tuple[Any, ...], timeout: float | None = None) -> Any:
-        try:
-            async with self._connection() as conn:
-                return await conn.fetchrow(q.sql, *args, timeout=timeout or self._timeout)
-        except Exception as exc:
-            raise self._error(exc)
+        return await self._run("fetchrow", q, args, timeout)
 
     async def _execute(self, q: Query, args: tuple[Any, ...], timeout: float | None = None) -> str:
-        try:
-            async with self._connection() as conn:
-                status: str = await conn.execute(q.sql, *args, timeout=timeout or self._timeout)
-                return status
-        except Exception as exc:
-            raise self._error(exc)
+        status: str = await self._run("execute", q, args, timeout)
+        return status
 
 
 def rowcount(status: str) -> int:
