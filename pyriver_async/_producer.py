@@ -136,6 +136,11 @@ class Producer:
         return True
 
     @property
+    def backlog(self) -> bool:
+        """True while the last claim came back full: more jobs are waiting."""
+        return self._backlog
+
+    @property
     def job_names(self) -> dict[int, str]:
         """Ids and kinds of the jobs running now."""
         return {job_id: slot.rec[KIND] for job_id, slot in self.running.items() if slot.rec}
