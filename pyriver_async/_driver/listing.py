@@ -214,6 +214,8 @@ async def _rows(
     if not ids or limit <= 0:
         return []
     where = _conditions(spec, [n for n in _CONDITIONS if n != "ids"])
+    if spec.order == "finalized_at":
+        where += ("j.finalized_at IS NOT NULL",)  # only finalized jobs have that order
     if after is not None:
         where += (_keyset_sql(spec.order, spec.descending),)
     q = _render(
