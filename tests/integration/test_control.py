@@ -225,14 +225,14 @@ async def test_a_rare_filter_stops_early_with_a_cursor_that_goes_on(
 ) -> None:
     await seed(conn, 600)
     rows = await all_rows(conn)
-    f = {"kinds": ["k_three"], "tags_all": ["red", "green", "blue"]}
+    f: dict[str, Any] = {"kinds": ["k_three"], "tags_all": ["red", "green", "blue"]}
     want = expected(rows, f, "id", True)
     page = await client.list(JobFilter(**f), limit=50, scan_budget=40)
     assert page.stopped_early and page.next_cursor is not None
     assert page.scanned <= 40 + 1000  # one round past the budget at most
     assert page.served_by == "river_job_pkey"
     got = [j.id for j in page.jobs]
-    cursor = page.next_cursor
+    cursor: str | None = page.next_cursor
     while cursor is not None:
         page = await client.list(JobFilter(**f), limit=50, scan_budget=40, cursor=cursor)
         got += [j.id for j in page.jobs]
@@ -244,7 +244,7 @@ async def test_listing_serves_each_shape_from_its_index(
     client: Client, conn: asyncpg.Connection
 ) -> None:
     await seed(conn, 200)
-    shapes = {
+    shapes: dict[str, dict[str, Any]] = {
         "river_job_pkey": {},
         "river_job_prioritized_fetching_index": {"order": "scheduled_at"},
         "river_job_state_and_finalized_at_index": {"order": "finalized_at"},
@@ -416,9 +416,10 @@ async def test_retry_follows_rivers_rules_in_every_state(
     assert by_id[ids["running"]].reason == "running"
     assert by_id[ids["available"]].outcome == "done"
     assert by_id[ids["available"]].reason == "already available"
-    assert by_id[exhausted].job is not None and by_id[exhausted].job.max_attempts == 4
-    assert by_id[future].job is not None and by_id[future].job.scheduled_at <= datetime.now(UTC)
-    assert by_id[asked].job is not None and "cancel_attempted_at" not in by_id[asked].job.metadata
+    done = {i: r.job for i, r in by_id.items() if r.job is not None}
+    assert done[exhausted].max_attempts == 4
+    assert done[future].scheduled_at <= datetime.now(UTC)
+    assert "cancel_attempted_at" not in done[asked].metadata
     assert by_id[999_999].outcome == "not_found" and by_id[999_999].job is None
     assert notes == ['{"queue" : "default"}'] or json.loads(notes[0]) == {"queue": "default"}
 
@@ -475,8 +476,8 @@ async def test_cancel_many_and_delete_many_outcomes(
     results = {r.job_id: r for r in await client.cancel_many([*ids.values(), 424242])}
     for state in ("available", "scheduled", "retryable", "pending"):
         assert results[ids[state]].outcome == "done"
-        assert results[ids[state]].job is not None
-        assert results[ids[state]].job.state is JobState.CANCELLED
+        job = results[ids[state]].job
+        assert job is not None and job.state is JobState.CANCELLED
     running = results[ids["running"]]
     assert running.outcome == "done" and running.reason == "cancel requested while running"
     assert running.job is not None and "cancel_attempted_at" in running.job.metadata
