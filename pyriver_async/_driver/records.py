@@ -13,10 +13,14 @@ from .columns import UNIQUE_KEY
 
 __all__ = [
     "COPY_COLUMNS",
+    "ActionRow",
+    "ClientRow",
     "InsertParams",
     "InsertedRow",
+    "LeaderInfoRow",
     "LeaderRow",
     "NextIds",
+    "QueueRow",
     "RecordedMigration",
     "RescueCounts",
     "ScheduleCounts",
@@ -143,3 +147,51 @@ def match_inserted(
             ins_row = by_key[p.unique_key]
         out.append(ins_row)
     return out
+
+
+# -- the query and control API (control.sql) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRow:
+    """One job of a bulk action: its row as it now is (the deleted row for a delete),
+    what was decided (``retry``/``cancel``/``delete`` when done, else why not:
+    ``running``, ``already_available``, ``unique_conflict``, or the finalized state a
+    cancel found) and, for a unique conflict, the job holding the key."""
+
+    row: Sequence[Any]
+    decision: str
+    conflict_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    name: str
+    created_at: datetime
+    metadata: str
+    paused_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    id: str
+    hostname: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    marked_dead: bool
+    now: datetime
+    queues: list[str]
+    queue_use: str
+    stopping: bool
+    dead_after: float | None
+    metadata: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderInfoRow:
+    leader_id: str
+    elected_at: datetime
+    expires_at: datetime

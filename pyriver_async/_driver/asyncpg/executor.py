@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .control import ControlQueries
 from .insights import InsightQueries
 from .jobs import JobQueries
 from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
@@ -17,6 +18,7 @@ class AsyncpgExecutor(
     ClientQueries,
     PgQueries,
     MigrationQueries,
+    ControlQueries,
     InsightQueries,
 ):
     """Bound to one asyncpg connection (``conn=``) or borrowing from a pool (``pool=``).
