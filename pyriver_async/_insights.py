@@ -76,8 +76,9 @@ def _utcnow() -> datetime:
 @dataclass(frozen=True)
 class StateCounts:
     """Jobs per state. ``counts[s]`` is exact unless ``s in capped`` (then at least that
-    many). ``estimates`` are the planner's (from table statistics; empty before the
-    first ANALYZE); ``recent`` are exact counts of jobs finalized in the last window."""
+    many; final states are counted only when a ``final_cap`` was given). ``estimates``
+    are the planner's (from table statistics; empty before the first ANALYZE);
+    ``recent`` are exact counts of jobs finalized in the last window."""
 
     counts: Mapping[JobState, int]
     capped: frozenset[JobState]
@@ -335,22 +336,31 @@ class Insights:
         self,
         *,
         cap: int = 100_000,
+        final_cap: int = 10_000,
         window: timedelta = timedelta(hours=1),
         conn: InsertConnection | None = None,
     ) -> StateCounts:
-        """Jobs per active state (exact up to ``cap``), planner estimates for every
-        state, and exact counts of jobs finalized during the last ``window``."""
-        if cap < 1:
-            raise ValueError("cap must be at least 1")
+        """Jobs per active state (exact up to ``cap``) and per final state (exact up to
+        ``final_cap``: finalized jobs pile up, their estimate serves above it), planner
+        estimates for every state, and exact counts of the jobs finalized during the
+        last ``window``."""
+        if cap < 1 or final_cap < 0:
+            raise ValueError("cap must be at least 1 and final_cap at least 0")
         ex = await self._ex(conn)
         rows = await ex.insights_state_counts(states=[s.value for s in ACTIVE_STATES], cap=cap + 1)
         counts = {_STATE[r["state"]]: min(int(r["n"]), cap) for r in rows}
-        capped = frozenset(_STATE[r["state"]] for r in rows if r["n"] > cap)
+        capped = {_STATE[r["state"]] for r in rows if r["n"] > cap}
+        if final_cap:
+            final = await ex.insights_state_counts(
+                states=[s.value for s in FINAL_STATES], cap=final_cap + 1
+            )
+            counts.update({_STATE[r["state"]]: min(int(r["n"]), final_cap) for r in final})
+            capped.update(_STATE[r["state"]] for r in final if r["n"] > final_cap)
         recent = {s: 0 for s in FINAL_STATES}
         for r in await ex.insights_final_window(since=_utcnow() - window):
             recent[_STATE[r["state"]]] = int(r["n"])
         estimates, total = self._estimates(await ex.insights_estimate())
-        return StateCounts(counts, capped, estimates, total, recent, window)
+        return StateCounts(counts, frozenset(capped), estimates, total, recent, window)
 
     @staticmethod
     def _estimates(row: Mapping[str, Any] | None) -> tuple[dict[JobState, int], int | None]:

@@ -18,9 +18,9 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from pyriver_async.cli import _migrate_cmd
+from pyriver_async.cli import _migrate_cmd, ui
 
-_COMMANDS: tuple[ModuleType, ...] = (_migrate_cmd,)
+_COMMANDS: tuple[ModuleType, ...] = (_migrate_cmd, ui)
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -52,6 +52,9 @@ __all__ = ["DEFAULT_REDACT_KEYS", "UIApp", "create_app"]
 
 log = logging.getLogger("pyriver_async.ui")
 
+# Every route takes every method and answers 405 itself, with the security headers.
+_EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
 DEFAULT_REDACT_KEYS = ("password", "secret", "token", "authorization", "api_key")
 
 
@@ -175,7 +178,10 @@ class UIApp:
         self._closed = False
         self.routes = pages.routes()
         self._router = Router(
-            routes=[Route(spec.path, self._endpoint(spec), methods=None) for spec in self.routes],
+            routes=[
+                Route(spec.path, self._endpoint(spec), methods=_EVERY_METHOD)
+                for spec in self.routes
+            ],
             redirect_slashes=False,
             default=self._not_found,
         )
@@ -335,6 +341,8 @@ class UIApp:
             if not access.read:
                 raise UIError(403, "you may not see this UI")
             if spec.unsafe and request.method not in ("GET", "HEAD"):
+                if ctx.read_only:
+                    raise UIError(403, "this UI is read-only for you")
                 await self._check_unsafe(request, ctx)
             await self.start()
             result = await spec.handler(self, ctx)

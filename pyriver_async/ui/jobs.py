@@ -85,7 +85,9 @@ def _state_time(job: Job[Any], now: datetime) -> tuple[str, datetime | None]:
         return "finished", job.finalized_at
     if s is JobState.RUNNING:
         return "started", job.attempted_at
-    return ("due" if job.scheduled_at > now else "waiting since"), job.scheduled_at
+    if s is JobState.AVAILABLE and job.scheduled_at <= now:
+        return "waiting since", job.scheduled_at
+    return "due", job.scheduled_at
 
 
 def job_row(ui: UIApp, ctx: Ctx, job: Job[Any], alive: set[str] | None) -> dict[str, Any]:
@@ -154,10 +156,16 @@ def _list_call(q: JobsQuery) -> tuple[Any, str, bool]:
 
 
 async def _alive_clients(ui: UIApp, ctx: Ctx) -> set[str] | None:
-    rows = await ui.cached(ctx, ("liveness",), 5.0, lambda c: ui.insights.liveness(conn=c))
-    if rows is None:
-        return None
-    return {r.id for r in rows if r.heartbeat_age.total_seconds() <= 30}
+    """Ids of the clients whose heartbeat is fresh (None without liveness rows)."""
+    api = control(ui.client)
+
+    async def load(conn: Any) -> set[str] | None:
+        if not await ui.client.liveness_available(conn=conn):
+            return None
+        return {c.id for c in await api.list_clients(conn=conn) if c.alive}
+
+    result: set[str] | None = await ui.cached(ctx, ("alive",), 5.0, load)
+    return result
 
 
 async def jobs_page(ui: UIApp, ctx: Ctx) -> View:
@@ -285,9 +293,13 @@ async def state_tabs(ui: UIApp, ctx: Ctx, q: JobsQuery) -> dict[str, Any]:
             counts: dict[str, Any] = {}
             for s in ACTIVE_STATES:
                 counts[s.value] = sum(st.counts.get(s, 0) for st in stats)
-            return {"scope": "queues", "counts": counts, "capped": any(st.capped for st in stats)}
+            return {
+                "scope": "queues",
+                "counts": counts,
+                "capped": [s.value for s in ACTIVE_STATES if any(st.capped for st in stats)],
+            }
         if q.filtered:
-            return {"scope": "none", "counts": {}, "capped": False}
+            return {"scope": "none", "counts": {}, "capped": []}
         sc = await ui.cached(
             ctx, ("state_counts",), 5.0, lambda c: ui.insights.state_counts(cap=cap, conn=c)
         )
@@ -296,10 +308,8 @@ async def state_tabs(ui: UIApp, ctx: Ctx, q: JobsQuery) -> dict[str, Any]:
 
         if not isinstance(exc, DatabaseError):
             raise
-        return {"scope": "unavailable", "counts": {}, "capped": False}
-    counts = {s.value: sc.counts[s] for s in ACTIVE_STATES}
-    for s in FINAL_STATES:
-        counts[s.value] = sc.estimates.get(s)
+        return {"scope": "unavailable", "counts": {}, "capped": []}
+    counts = {s.value: sc.counts.get(s) for s in (*ACTIVE_STATES, *FINAL_STATES)}
     return {
         "scope": "all",
         "counts": counts,
@@ -354,8 +364,12 @@ def _document(ui: UIApp, text: str | None, size: int, *, args: bool) -> dict[str
 def timeline(job: Job[Any], now: datetime) -> list[dict[str, Any]]:
     """The job's life as events with non-negative durations between them."""
     events: list[dict[str, Any]] = [{"what": "created", "at": job.created_at}]
-    if job.scheduled_at > job.created_at + timedelta(seconds=1):
-        events.append({"what": "scheduled for", "at": job.scheduled_at})
+    if job.scheduled_at > job.created_at + timedelta(seconds=1) or job.state in (
+        JobState.SCHEDULED,
+        JobState.RETRYABLE,
+    ):
+        due = "next attempt due" if job.errors and job.finalized_at is None else "due"
+        events.append({"what": due, "at": job.scheduled_at})
     for e in job.errors:
         events.append(
             {"what": f"attempt {e.attempt} failed", "at": e.at, "error": first_line(e.error)}

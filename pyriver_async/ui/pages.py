@@ -208,8 +208,8 @@ async def overview(ui: UIApp, ctx: Ctx) -> View:
             tiles.append(
                 {
                     "state": s,
-                    "count": None,
-                    "capped": False,
+                    "count": counts.counts.get(s),
+                    "capped": s in counts.capped,
                     "estimate": counts.estimates.get(s),
                     "recent": counts.recent.get(s),
                 }

@@ -141,7 +141,10 @@ def check_origin(
 
 
 def parse_form(content_type: str | None, body: bytes) -> dict[str, list[str]]:
-    """A form-encoded body as lists of values per field."""
+    """A form-encoded body as lists of values per field (an empty body is an empty
+    form, whatever its type: a script's bare POST)."""
+    if not body:
+        return {}
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != "application/x-www-form-urlencoded":
         raise BodyError("actions take application/x-www-form-urlencoded bodies", 415)
