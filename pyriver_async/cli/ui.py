@@ -13,6 +13,7 @@ __all__ = ["register"]
 import argparse
 import ipaddress
 import os
+import signal
 import sys
 from typing import Any
 
@@ -131,8 +132,13 @@ def _run(args: argparse.Namespace) -> int:
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            ui.end_streams()  # open event streams end now: nothing left to wait for
-            super().handle_exit(sig, frame)
+            # Open event streams end now, so the server has nothing to wait for; and
+            # the signal is not raised again after shutdown (uvicorn would), so a
+            # SIGTERM'd `pyriver ui` exits 0 as a service manager expects.
+            ui.end_streams()
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
 
     config = uvicorn.Config(
         app,

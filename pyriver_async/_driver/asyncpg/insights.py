@@ -252,6 +252,9 @@ class ReadPool:
                 except BaseException:
                     with contextlib.suppress(Exception):
                         await tx.rollback()
+                    if conn.is_in_transaction():
+                        # The rollback itself was cancelled: this connection goes.
+                        conn.terminate()
                     raise
                 try:
                     await tx.commit()

@@ -213,14 +213,20 @@ ORDER BY priority, scheduled_at, id
 LIMIT @limit::int;
 
 -- name: insights_job_documents
--- One job's JSON documents as text (jsonb keeps numbers exact), with their stored
--- sizes; a document larger than @max_bytes comes back NULL (the caller offers a
--- download instead of inlining it).
-SELECT pg_column_size(j.args) AS args_bytes,
-    CASE WHEN pg_column_size(j.args) <= @max_bytes::int THEN j.args::text END AS args,
-    pg_column_size(j.metadata) AS metadata_bytes,
-    CASE WHEN pg_column_size(j.metadata) <= @max_bytes::int THEN j.metadata::text END AS metadata
+-- One job's JSON documents as text (jsonb keeps numbers exact) with their sizes: the
+-- text's when it is at most @max_bytes long, else the stored (maybe compressed) size
+-- and no text (the caller offers a download instead of inlining it). A document
+-- stored larger than @max_bytes is never turned into text here.
+SELECT coalesce(octet_length(a.t), pg_column_size(j.args)) AS args_bytes,
+    CASE WHEN octet_length(a.t) <= @max_bytes::int THEN a.t END AS args,
+    coalesce(octet_length(m.t), pg_column_size(j.metadata)) AS metadata_bytes,
+    CASE WHEN octet_length(m.t) <= @max_bytes::int THEN m.t END AS metadata
 FROM {schema}.river_job AS j
+LEFT JOIN LATERAL (SELECT j.args::text AS t WHERE pg_column_size(j.args) <= @max_bytes::int)
+    AS a ON true
+LEFT JOIN LATERAL (
+    SELECT j.metadata::text AS t WHERE pg_column_size(j.metadata) <= @max_bytes::int
+) AS m ON true
 WHERE j.id = @id::bigint;
 
 -- name: insights_job_document_full
