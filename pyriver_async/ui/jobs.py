@@ -150,8 +150,9 @@ def _list_call(q: JobsQuery) -> tuple[Any, str, bool]:
     )
     if final:
         return flt, "finalized_at", q.order != "asc"
-    if q.state is JobState.RUNNING:
-        return flt, "id", q.order == "desc"
+    # Running jobs too are listed by scheduled_at (oldest first): the query API serves
+    # that order from the fetch index, while id order walks the primary key from the
+    # oldest job and may stop early on a big table.
     return flt, "scheduled_at", q.order == "desc"
 
 
