@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,9 +18,12 @@ __all__ = ["serve"]
 
 
 @contextmanager
-def serve(app: Any, ui: UIApp | None = None) -> Iterator[str]:
+def serve(
+    app: Any, ui: UIApp | None = None, *, then: Sequence[Callable[[], Awaitable[Any]]] = ()
+) -> Iterator[str]:
     """Serve ``app`` for the block; yields its base URL. ``ui`` (when ``app`` wraps
-    it) is told to end its event streams before the server stops."""
+    it) is told to end its event streams before the server stops, and closed after;
+    ``then`` are awaited last, in the server's loop (closing clients it used)."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -39,6 +42,8 @@ def serve(app: Any, ui: UIApp | None = None) -> Iterator[str]:
             target = ui if ui is not None else app if isinstance(app, UIApp) else None
             if target is not None:
                 await target.aclose()
+            for close in then:
+                await close()
 
         asyncio.run(main())
 

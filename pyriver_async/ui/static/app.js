@@ -101,7 +101,7 @@
     if (button && button.name === "action") hidden(form, "action", button.value);
     var message = (button && button.getAttribute("data-confirm")) || form.getAttribute("data-confirm");
     if (!message) return;
-    if (form.id === "bulk") {
+    if (form.getAttribute("id") === "bulk") { // not form.id: its "id" inputs shadow it
       var n = form.querySelectorAll('input[name="id"]:checked').length;
       if (n === 0) { e.preventDefault(); e.stopImmediatePropagation(); return; }
       message = message.replace("the selected jobs", n === 1 ? "1 job" : n + " jobs");
