@@ -40,6 +40,7 @@ from ._errors import (
 )
 from ._events import JobEvent, Subscription
 from ._insert import InsertResult
+from ._insights import Insights
 from ._job import AttemptError, Job, JobState
 from ._migrate import migrate
 from ._periodic import PeriodicJob, PeriodicJobHandle, PeriodicJobs
@@ -57,6 +58,7 @@ __all__ = [
     "DatabaseError",
     "InsertOpts",
     "InsertResult",
+    "Insights",
     "InvalidArgsError",
     "InvalidFilterError",
     "InvalidOptsError",

@@ -270,7 +270,7 @@ async def overview(ui: UIApp, ctx: Ctx) -> View:
         if bars
         else None,
         "backlog_svg": stacked_bars(backlog_bars, backlog_series, title="available jobs per queue")
-        if backlog_bars and backlog_series
+        if any(sum(b.values.values()) for b in backlog_bars)
         else None,
         "backlog": backlog_bars,
         "spans": list(SPANS),

@@ -89,10 +89,15 @@ class Sampler:
         self.ticks = 0
         self.last_tick_ms: float | None = None
         self.ticked = asyncio.Event()
+        self._backfill_lock: asyncio.Lock | None = None
 
     def start(self) -> None:
         if self._task is None:
             self.ticked = asyncio.Event()
+            self._backfill_lock = asyncio.Lock()
+            now = datetime.now(UTC)
+            self.started_at = now
+            self.last_until = now - SAFETY
             self._task = asyncio.create_task(self._loop(), name="pyriver-ui-sampler")
 
     async def stop(self) -> None:
@@ -119,9 +124,6 @@ class Sampler:
 
     async def _loop(self) -> None:
         interval = self._ui.settings.sample_interval
-        now = datetime.now(UTC)
-        self.started_at = now
-        self.last_until = now - SAFETY
         try:
             await self.backfill(timedelta(minutes=60))
         except DatabaseError as exc:
@@ -139,12 +141,19 @@ class Sampler:
             await asyncio.sleep(max(interval - (time.monotonic() - t0), 0.1))
 
     async def backfill(self, span: timedelta) -> None:
-        """Totals per minute for ``span`` before the sampler started (Q-throughput)."""
-        assert self.started_at is not None and self.last_until is not None
-        since = _minute(self.last_until - span)
+        """Totals per minute for ``span`` before the sampler started (Q-throughput);
+        once per range (a page asking for 24 hours waits for the loop's first hour)."""
+        assert self.started_at is not None and self._backfill_lock is not None
+        async with self._backfill_lock:
+            await self._backfill(span)
+
+    async def _backfill(self, span: timedelta) -> None:
+        assert self.started_at is not None
+        start_until = self.started_at - SAFETY
+        since = _minute(datetime.now(UTC) - span)
         if self.backfilled_from is not None and since >= self.backfilled_from:
             return
-        until = self.backfilled_from or self.last_until
+        until = self.backfilled_from or start_until
         bins = await self._ui.timed(
             None,
             "backfill",
