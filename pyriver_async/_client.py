@@ -40,6 +40,10 @@ __all__ = ["Client", "QueueConfig"]
 
 log = logging.getLogger("pyriver_async.client")
 
+# How long the completer and the producers keep an idle connection (seconds): claims
+# and flushes of a busy queue come milliseconds apart; an idle client holds nothing.
+LEASE_LINGER = 0.05
+
 
 def _default_client_id() -> str:
     host = socket.gethostname().split(".")[0][:40] or "host"
@@ -358,8 +362,11 @@ class Client:
         if not self.queues and not cfg.maintenance:
             return
         _interrupts.install()
+        # The completer and each producer keep their connection through a burst (a
+        # pool round per statement cost as much as the statement; see Lease), and give
+        # it back within LEASE_LINGER of going quiet.
         self._completer = Completer(
-            db,
+            self._driver.leased_executor(linger=LEASE_LINGER),
             flush_interval=cfg.completer_flush_interval,
             max_batch=cfg.completer_batch_size,
             on_flushed=self._on_flushed,
@@ -373,7 +380,7 @@ class Client:
             p = Producer(
                 name,
                 qcfg,
-                db=db,
+                db=self._driver.leased_executor(linger=LEASE_LINGER),
                 executor=self._executor,
                 completer=self._completer,
                 client_id=self.id,
