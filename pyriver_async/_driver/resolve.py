@@ -42,6 +42,20 @@ def _refused(conn: object, accepted: str) -> ConfigError:
     )
 
 
+def _library_executor(conn: Any, queries: Queries, *, sync: bool) -> InsertExecutor | None:
+    """psycopg's or SQLAlchemy's executor for ``conn`` (None: neither library's object)."""
+    libraries = _libraries(conn)
+    if "psycopg" in libraries:
+        from .psycopg import insert_executor
+
+        return insert_executor(conn, queries, sync=sync)
+    if "sqlalchemy" in libraries:
+        from .sqlalchemy import insert_executor as sqlalchemy_executor
+
+        return sqlalchemy_executor(conn, queries, sync=sync)
+    return None
+
+
 def insert_executor_for(conn: Any, queries: Queries) -> InsertExecutor:
     """The executor that inserts on ``conn`` (inside its transaction, when it has one)
     for ``client.insert``: asyncpg, psycopg ``AsyncConnection``, SQLAlchemy
@@ -50,16 +64,10 @@ def insert_executor_for(conn: Any, queries: Queries) -> InsertExecutor:
 
     if is_asyncpg_connection(conn) or is_asyncpg_pool(conn):
         return executor_for(conn, queries)
-    libraries = _libraries(conn)
-    if "psycopg" in libraries:
-        from .psycopg import insert_executor
-
-        return insert_executor(conn, queries, sync=False)
-    if "sqlalchemy" in libraries:
-        from .sqlalchemy import insert_executor as sqlalchemy_executor
-
-        return sqlalchemy_executor(conn, queries, sync=False)
-    if "django" in libraries:
+    ex = _library_executor(conn, queries, sync=False)
+    if ex is not None:
+        return ex
+    if "django" in _libraries(conn):
         raise ConfigError("a Django connection is synchronous: use pyriver_async.sync.insert")
     raise _refused(
         conn,
@@ -83,15 +91,10 @@ def sync_insert_executor_for(conn: Any, queries: Queries) -> InsertExecutor:
                 "pyriver_async.sync takes Django's connection on its psycopg 3 backend "
                 f"(install psycopg); this one runs on {type(raw).__module__}"
             )
-        conn, libraries = raw, {"psycopg"}
-    if "psycopg" in libraries:
-        from .psycopg import insert_executor
-
-        return insert_executor(conn, queries, sync=True)
-    if "sqlalchemy" in libraries:
-        from .sqlalchemy import insert_executor as sqlalchemy_executor
-
-        return sqlalchemy_executor(conn, queries, sync=True)
+        conn = raw
+    ex = _library_executor(conn, queries, sync=True)
+    if ex is not None:
+        return ex
     if "asyncpg" in libraries:
         raise ConfigError("asyncpg is asynchronous: use `await client.insert(..., conn=conn)`")
     raise _refused(

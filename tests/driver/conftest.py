@@ -32,13 +32,9 @@ async def inserter(request: pytest.FixtureRequest, db: str) -> AsyncIterator[Ins
 
 
 @pytest.fixture
-async def admin(db: str) -> AsyncIterator[asyncpg.Connection]:
+def admin(conn: asyncpg.Connection) -> asyncpg.Connection:
     """A connection of the test's own, to look at the table from outside."""
-    conn = await asyncpg.connect(db)
-    try:
-        yield conn
-    finally:
-        await conn.close()
+    return conn
 
 
 class Listener:
