@@ -273,3 +273,7 @@ LIMIT 10000;
 
 -- name: leader_info
 SELECT leader_id, elected_at, expires_at FROM {schema}.river_leader;
+
+-- name: schema_drop
+-- `pyriver bench` only: drop the throwaway schema it made (and everything in it).
+DROP SCHEMA {schema} CASCADE;
