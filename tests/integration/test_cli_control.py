@@ -264,6 +264,7 @@ async def test_a_second_sigterm_stops_hard_and_gives_the_job_back(
         "FROM river_job WHERE id = $1",
         job_id,
     )
+    assert row is not None
     assert (row["state"], row["attempt"], row["errors"]) == ("available", 0, 0)
 
 
