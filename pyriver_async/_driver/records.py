@@ -48,6 +48,8 @@ class InsertParams(msgspec.Struct, gc=False):
     tags: Sequence[str]
     unique_key: bytes | None
     unique_states: int | None
+    #: UniqueOpts.conflict_mask: what a duplicate does to a waiting job (0: nothing).
+    unique_on_conflict: int = 0
 
 
 @dataclass(frozen=True, slots=True)

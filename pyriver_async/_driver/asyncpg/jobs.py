@@ -51,12 +51,15 @@ class JobQueries(Base):
                 tags=p.tags,
                 unique_key=p.unique_key,
                 unique_states=p.unique_states,
+                on_conflict=p.unique_on_conflict,
             ),
             timeout,
         )
         return InsertedRow(rec, bool(rec["skipped"]))
 
     async def job_insert_many(self, ps: Sequence[InsertParams]) -> list[InsertedRow]:
+        # The caller (_insert) sends rows of one UniqueOpts.on_conflict per statement.
+        assert len({p.unique_on_conflict for p in ps}) <= 1, "one on_conflict per statement"
         q = self._queries.job_insert_many
         rows = await self._fetch(
             q,
@@ -72,6 +75,7 @@ class JobQueries(Base):
                 unique_key=[p.unique_key for p in ps],
                 unique_states=[p.unique_states for p in ps],
                 sequence=self._queries.job_sequence,
+                on_conflict=ps[0].unique_on_conflict if ps else 0,
             ),
         )
         return match_inserted(rows, ps, skipped_at=_SKIPPED, ord_at=_ORD)
