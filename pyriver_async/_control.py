@@ -294,6 +294,8 @@ def _json_object(name: str, value: object) -> str | None:
         return None
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise _bad(f"{name} must be a JSON object (a mapping with string keys)")
+    if not value:
+        return None  # {} is contained in every object: no filter
     try:
         text = msgspec.json.encode(dict(value)).decode()
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
