@@ -43,6 +43,7 @@ from functools import lru_cache
 from typing import Any
 
 from .._errors import InvalidFilterError
+from .columns import FINALIZED_AT, ID, SCHEDULED_AT
 from .queries import Queries, Query
 
 __all__ = [
@@ -204,10 +205,10 @@ Fetch = Callable[[Query, tuple[Any, ...]], Awaitable[list[Any]]]
 
 def _key(order: str, row: Any) -> Key:
     if order == "id":
-        return (None, row[0])
+        return (None, row[ID])
     if order == "scheduled_at":
-        return (row[8], row[0])  # columns.SCHEDULED_AT
-    return (row[11], row[0])  # columns.FINALIZED_AT
+        return (row[SCHEDULED_AT], row[ID])
+    return (row[FINALIZED_AT], row[ID])
 
 
 async def _rows(
@@ -288,8 +289,16 @@ async def _ranges(
             pairs = [(s, q) for s in states for q in spec.queues]
         else:
             q = queries.job_queues_in_states
-            found = await fetch(q, q.bind(states=states, max_queues=MAX_QUEUES))
+            found = await fetch(q, q.bind(states=states, max_queues=MAX_QUEUES + 1))
             pairs = [(r[0], r[1]) for r in found]
+            per_state: dict[str, int] = {}
+            for st, _q in pairs:
+                per_state[st] = per_state.get(st, 0) + 1
+            if any(n > MAX_QUEUES for n in per_state.values()):
+                raise InvalidFilterError(
+                    f"ordering by scheduled_at over more than {MAX_QUEUES} queues: filter "
+                    "by queues, or order by id"
+                )
         ranges = [(s, q, p) for s, q in pairs for p in priorities]
         if len(ranges) > MAX_RANGES:
             raise InvalidFilterError(
