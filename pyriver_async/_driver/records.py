@@ -25,6 +25,8 @@ __all__ = [
     "RescueCounts",
     "ScheduleCounts",
     "TableStats",
+    "insert_many_values",
+    "insert_values",
     "match_inserted",
 ]
 
@@ -50,6 +52,50 @@ class InsertParams(msgspec.Struct, gc=False):
     unique_states: int | None
     #: UniqueOpts.conflict_mask: what a duplicate does to a waiting job (0: nothing).
     unique_on_conflict: int = 0
+
+
+# -- the insert statements' parameters, by name, for every driver (issue 17) ----------
+
+_JSON = msgspec.json.encode
+
+
+def insert_values(p: InsertParams) -> dict[str, Any]:
+    """The named parameters of ``job_insert`` for one job."""
+    return {
+        "args": p.encoded_args,
+        "kind": p.kind,
+        "max_attempts": p.max_attempts,
+        "metadata": p.metadata,
+        "priority": p.priority,
+        "queue": p.queue,
+        "scheduled_at": p.scheduled_at,
+        "tags": p.tags,
+        "unique_key": p.unique_key,
+        "unique_states": p.unique_states,
+        "on_conflict": p.unique_on_conflict,
+    }
+
+
+def insert_many_values(ps: Sequence[InsertParams], *, sequence: str) -> dict[str, Any]:
+    """The named parameters of ``job_insert_many``: one array per column, and the
+    UniqueOpts.on_conflict the rows share (the caller, ``_insert``, sends rows of one
+    setting per statement)."""
+    assert len({p.unique_on_conflict for p in ps}) <= 1, "one on_conflict per statement"
+    return {
+        "args": [p.encoded_args for p in ps],
+        "kind": [p.kind for p in ps],
+        "max_attempts": [p.max_attempts for p in ps],
+        "metadata": [p.metadata for p in ps],
+        "priority": [p.priority for p in ps],
+        "queue": [p.queue for p in ps],
+        "scheduled_at": [p.scheduled_at for p in ps],
+        # one JSON array text per row: unnest() cannot take a ragged 2-D array
+        "tags": [_JSON(p.tags).decode() if p.tags else None for p in ps],
+        "unique_key": [p.unique_key for p in ps],
+        "unique_states": [p.unique_states for p in ps],
+        "sequence": sequence,
+        "on_conflict": ps[0].unique_on_conflict if ps else 0,
+    }
 
 
 @dataclass(frozen=True, slots=True)
