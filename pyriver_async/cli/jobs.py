@@ -169,7 +169,7 @@ def _act(args: argparse.Namespace) -> int:
         ids = [_job_id(i) for i in args.ids]
         if ids and (filtered or args.all_matching):
             raise CommandError("give job ids, or filters with --all-matching, not both", 2)
-        if not ids and not args.all_matching:
+        if not ids and not (args.all_matching and filtered):
             raise CommandError(
                 "give job ids, or filters with --all-matching to act on every match", 2
             )

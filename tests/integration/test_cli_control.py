@@ -367,6 +367,8 @@ async def test_bad_input_exits_non_zero_with_one_line(
         ("worker", "cliapp"): "module:attribute",
         ("worker", "cliapp:make", "--queue", "default:many"): "MAX_WORKERS",
         ("worker", "cliapp:make", "--schema", "other"): "works schema 'public'",
+        ("jobs", "retry", "--all-matching"): "give job ids, or filters",
+        ("jobs", "delete", "7", "--state", "completed"): "not both",
     }
     for argv, message in cases.items():
         assert message in one_line_error(await pyriver(*argv, url=db, cwd=app_dir)), argv
