@@ -10,8 +10,9 @@ could not start or crashed, 2 for a bad command line or target.
 ``--processes N`` runs N such worker processes under this one, which forwards each
 signal to them (so the second signal still means a hard stop) and restarts a worker
 that died, after a backoff (1 s doubling to 30 s, back to 1 s once a worker lived a
-minute). The workers are started in their own process group, so a terminal's Ctrl-C
-reaches them once, through the supervisor.
+minute); a worker that exits 2 (its target does not load) stops them all. The
+workers are started in their own process group, so a terminal's Ctrl-C reaches them
+once, through the supervisor.
 """
 
 from __future__ import annotations
@@ -201,6 +202,9 @@ def _supervise(args: argparse.Namespace) -> int:
             name,
             "soft stop" if len(received) == 1 else "hard stop",
         )
+        send(signum)
+
+    def send(signum: int) -> None:
         for p in procs.values():
             if p is not None and p.poll() is None:
                 try:
@@ -228,6 +232,13 @@ def _supervise(args: argparse.Namespace) -> int:
             if received:
                 codes[slot] = code
                 continue
+            if code == 2:
+                # A bad target or command line: every restart would fail the same way.
+                log.error("supervisor: worker %d refused its command line; stopping", slot)
+                received.append(signal.SIGTERM)
+                send(signal.SIGTERM)
+                codes[slot] = code
+                continue
             lived = now - started.get(slot, now)
             if lived > 60:
                 backoff[slot] = 1.0
@@ -246,6 +257,8 @@ def _supervise(args: argparse.Namespace) -> int:
             break
         time.sleep(0.1)
     bad = {slot: c for slot, c in codes.items() if c != 0}
+    if 2 in bad.values():
+        return 2
     if bad:
         log.error("supervisor: workers exited with %s", bad)
         return 1
