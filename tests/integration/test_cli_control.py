@@ -372,6 +372,11 @@ async def test_bad_input_exits_non_zero_with_one_line(
     }
     for argv, message in cases.items():
         assert message in one_line_error(await pyriver(*argv, url=db, cwd=app_dir)), argv
+    supervised = await pyriver(
+        "worker", "cliapp:not_a_client", "--processes", "2", url=db, cwd=app_dir
+    )
+    assert supervised.returncode == 2 and "Traceback" not in supervised.stderr
+    assert "refused its command line" in supervised.stderr
     crashed = await pyriver("worker", "cliapp:make", url=unmigrated, cwd=app_dir)
     assert crashed.returncode == 1
     assert "Traceback" not in crashed.stderr
