@@ -669,8 +669,8 @@ class Client:
                 liveness=self.liveness,
                 pool_size=self._driver.pool_size(),
                 heartbeat_executor=self._driver.executor(timeout=max(cfg.heartbeat_interval, 5.0)),
-                busy=self._has_backlog,
                 status=self._heartbeat_status,
+                busy=self._has_backlog,
             )
             await self._maintenance.start()
         self._monitor = asyncio.create_task(self._watch_loop(), name="pyriver-loop-monitor")

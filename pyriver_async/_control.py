@@ -22,6 +22,7 @@ database can do cheaply:
   recorded ``cancel_attempted_at`` (else its new attempt would end cancelled).
 - ``list_queues(count_cap=10_000)`` / ``get_queue``: counts exact up to the cap, then
   the planner's estimate (``counts_exact`` False); see ``docs/query-api.md``.
+  ``QueueInfo.paused_at`` (when it was paused) is added.
 - ``ClientInfo.heartbeat_at`` of a stopped client is when it stopped.
 - ``Client.liveness_available()`` tells a schema without the liveness table (River
   only: ``list_clients()`` is then empty) from one with no client running.
@@ -294,6 +295,8 @@ def _json_object(name: str, value: object) -> str | None:
         return None
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise _bad(f"{name} must be a JSON object (a mapping with string keys)")
+    if not value:
+        return None  # {} is contained in every object: no filter
     try:
         text = msgspec.json.encode(dict(value)).decode()
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:

@@ -43,6 +43,7 @@ from functools import lru_cache
 from typing import Any
 
 from .._errors import InvalidFilterError
+from .columns import FINALIZED_AT, ID, SCHEDULED_AT
 from .queries import Queries, Query
 
 __all__ = [
@@ -166,9 +167,17 @@ def _keyset_sql(order: str, descending: bool) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _render(template: Query, where: tuple[str, ...], order: str, qschema: str) -> Query:
+def _render(
+    template: Query,
+    where: tuple[str, ...],
+    order: str,
+    qschema: str,
+    ok: tuple[str, ...] = (),
+    key: str = "NULL::timestamptz",
+) -> Query:
     text = template.text.replace("{where}", " AND ".join(where) or "true")
-    text = text.replace("{order}", order).replace("{schema}", qschema)
+    text = text.replace("{ok}", "(" + " AND ".join(ok) + ")" if ok else "true")
+    text = text.replace("{order}", order).replace("{key}", key).replace("{schema}", qschema)
     return Query(template.name, text)
 
 
@@ -196,10 +205,10 @@ Fetch = Callable[[Query, tuple[Any, ...]], Awaitable[list[Any]]]
 
 def _key(order: str, row: Any) -> Key:
     if order == "id":
-        return (None, row[0])
+        return (None, row[ID])
     if order == "scheduled_at":
-        return (row[8], row[0])  # columns.SCHEDULED_AT
-    return (row[11], row[0])  # columns.FINALIZED_AT
+        return (row[SCHEDULED_AT], row[ID])
+    return (row[FINALIZED_AT], row[ID])
 
 
 async def _rows(
@@ -237,16 +246,30 @@ async def list_page(fetch: Fetch, queries: Queries, spec: ListSpec) -> ListedPag
         rows = await _rows(fetch, queries, spec, spec.ids, spec.after, spec.limit + 1)
         return _exact_page(spec, rows, len(spec.ids), "ids")
     if spec.args_contains is not None or spec.metadata_contains is not None:
+        contains = ("args_contains", "metadata_contains")
+        others = [n for n in _CONDITIONS if n not in contains and getattr(spec, n) is not None]
+        ok = _conditions(spec, others)
+        if spec.order == "finalized_at":
+            ok += ("j.finalized_at IS NOT NULL",)
         q = _render(
             queries.job_list_ids_contains,
-            _conditions(spec, ("args_contains", "metadata_contains")),
+            _conditions(spec, contains),
             "",
             queries.qschema,
+            ok,
+            _ORDER_COLUMN[spec.order] or "NULL::timestamptz",
         )
         found = await fetch(q, _bind(q, _values(spec, None, chunk=CONTAINS_CAP + 1)))
         if len(found) <= CONTAINS_CAP:
-            ids = [r[0] for r in found]
+            keys = [(r[1], r[0]) for r in found if r[3]]
+            if spec.after is not None:
+                keys = [k for k in keys if not _before_or_at(k, spec.after, spec.descending)]
+            ids, cut = _first_in_order(keys, spec.descending, spec.limit + 1)
             rows = await _rows(fetch, queries, spec, ids, spec.after, spec.limit + 1)
+            if len(rows) <= spec.limit and cut is not None:
+                # Some changed since the candidates were read: go on after the last one
+                # looked at, not past the ones never looked at.
+                return ListedPage(rows, cut, False, len(found), "contains")
             return _exact_page(spec, rows, len(found), "contains")
         # Dense: walk the order's index, the containment checked on the rows.
     return await _walk(fetch, queries, spec)
@@ -266,8 +289,16 @@ async def _ranges(
             pairs = [(s, q) for s in states for q in spec.queues]
         else:
             q = queries.job_queues_in_states
-            found = await fetch(q, q.bind(states=states, max_queues=MAX_QUEUES))
+            found = await fetch(q, q.bind(states=states, max_queues=MAX_QUEUES + 1))
             pairs = [(r[0], r[1]) for r in found]
+            per_state: dict[str, int] = {}
+            for st, _q in pairs:
+                per_state[st] = per_state.get(st, 0) + 1
+            if any(n > MAX_QUEUES for n in per_state.values()):
+                raise InvalidFilterError(
+                    f"ordering by scheduled_at over more than {MAX_QUEUES} queues: filter "
+                    "by queues, or order by id"
+                )
         ranges = [(s, q, p) for s, q in pairs for p in priorities]
         if len(ranges) > MAX_RANGES:
             raise InvalidFilterError(
@@ -277,6 +308,16 @@ async def _ranges(
             )
         return "fetch", ranges
     return "pkey", [()]
+
+
+def _first_in_order(keys: list[Key], descending: bool, n: int) -> tuple[list[int], Key | None]:
+    """The ids of the first ``n`` keys in page order, and the last of them when there
+    were more (the rest were not looked at: a page that ends short goes on from it)."""
+    if keys and keys[0][0] is not None:
+        keys.sort(key=lambda k: (k[0], k[1]), reverse=descending)
+    else:
+        keys.sort(key=lambda k: k[1], reverse=descending)
+    return [k[1] for k in keys[:n]], (keys[n - 1] if len(keys) > n else None)
 
 
 def _before_or_at(a: Key, b: Key, descending: bool) -> bool:
@@ -300,6 +341,7 @@ async def _walk(fetch: Fetch, queries: Queries, spec: ListSpec) -> ListedPage:
     order = _order_sql(spec.order, spec.descending)
     served = [n for n in _SERVED[source] if n not in ("states", "queues", "priorities")]
     base_where = _conditions(spec, served)
+    ok = _conditions(spec, residual)  # checked on each candidate's row, in the same visit
     extra: dict[str, Any] = {}
     if source == "fetch":
         extra = {
@@ -320,7 +362,7 @@ async def _walk(fetch: Fetch, queries: Queries, spec: ListSpec) -> ListedPage:
     scanned = 0
     while True:
         where = base_where + ((_keyset_sql(spec.order, spec.descending),) if after else ())
-        q = _render(template, where, order, queries.qschema)
+        q = _render(template, where, order, queries.qschema, ok)
         cands = await fetch(q, _bind(q, _values(spec, after, chunk=per_range, **extra)))
         scanned += len(cands)
         last: dict[int, Key] = {}
@@ -328,26 +370,32 @@ async def _walk(fetch: Fetch, queries: Queries, spec: ListSpec) -> ListedPage:
         for r in cands:
             count[r[2]] = count.get(r[2], 0) + 1
             last[r[2]] = (r[1], r[0])
-        cut = [last[c] for c, n in count.items() if n >= per_range]
+        cut_short = [last[c] for c, n in count.items() if n >= per_range]
         frontier: Key | None = None
-        for k in cut:
+        for k in cut_short:
             if frontier is None or _before_or_at(k, frontier, spec.descending):
                 frontier = k
-        if frontier is None:
-            valid = [r[0] for r in cands]
-        else:
-            valid = [r[0] for r in cands if _before_or_at((r[1], r[0]), frontier, spec.descending)]
+        keys = [
+            (r[1], r[0])
+            for r in cands
+            if r[3] and (frontier is None or _before_or_at((r[1], r[0]), frontier, spec.descending))
+        ]
         need = spec.limit - len(matches)
-        matches += await _rows(fetch, queries, spec, valid, after, need + 1)
+        ids, cut = _first_in_order(keys, spec.descending, need + 1)
+        matches += await _rows(fetch, queries, spec, ids, after, need + 1)
         if len(matches) > spec.limit:
             page = matches[: spec.limit]
             return ListedPage(page, _key(spec.order, page[-1]), False, scanned, source)
-        if frontier is None:  # every range read to its end
+        # How far this round looked: the frontier, or the last candidate passed on when
+        # more were left (rows that changed meanwhile came back short).
+        reached = cut if cut is not None else frontier
+        if reached is None:  # every range read to its end
             return ListedPage(matches, None, False, scanned, source)
         if len(matches) == spec.limit:
-            return ListedPage(matches, frontier, False, scanned, source)
+            return ListedPage(matches, reached, False, scanned, source)
         if scanned >= spec.scan_budget:
-            return ListedPage(matches, frontier, True, scanned, source)
-        after = frontier
-        left = spec.scan_budget - scanned
-        per_range = max(1, min(per_range * 4, left // n_ranges))
+            return ListedPage(matches, reached, True, scanned, source)
+        after = reached
+        if cut is None:
+            left = spec.scan_budget - scanned
+            per_range = max(1, min(per_range * 4, left // n_ranges))

@@ -171,6 +171,7 @@ class Queries:
     client_table_exists: Query
     client_list: Query
     leader_info: Query
+    schema_drop: Query
     # pg.sql
     pg_job_table_stats: Query
     pg_vacuum_jobs: Query

@@ -50,6 +50,8 @@ class InsertParams(msgspec.Struct, gc=False):
     tags: Sequence[str]
     unique_key: bytes | None
     unique_states: int | None
+    #: UniqueOpts.conflict_mask: what a duplicate does to a waiting job (0: nothing).
+    unique_on_conflict: int = 0
 
 
 # -- the insert statements' parameters, by name, for every driver (issue 17) ----------
@@ -70,11 +72,15 @@ def insert_values(p: InsertParams) -> dict[str, Any]:
         "tags": p.tags,
         "unique_key": p.unique_key,
         "unique_states": p.unique_states,
+        "on_conflict": p.unique_on_conflict,
     }
 
 
 def insert_many_values(ps: Sequence[InsertParams], *, sequence: str) -> dict[str, Any]:
-    """The named parameters of ``job_insert_many``: one array per column."""
+    """The named parameters of ``job_insert_many``: one array per column, and the
+    UniqueOpts.on_conflict the rows share (the caller, ``_insert``, sends rows of one
+    setting per statement)."""
+    assert len({p.unique_on_conflict for p in ps}) <= 1, "one on_conflict per statement"
     return {
         "args": [p.encoded_args for p in ps],
         "kind": [p.kind for p in ps],
@@ -88,6 +94,7 @@ def insert_many_values(ps: Sequence[InsertParams], *, sequence: str) -> dict[str
         "unique_key": [p.unique_key for p in ps],
         "unique_states": [p.unique_states for p in ps],
         "sequence": sequence,
+        "on_conflict": ps[0].unique_on_conflict if ps else 0,
     }
 
 

@@ -614,9 +614,20 @@ async def test_list_clients_shows_what_the_liveness_row_carries(db: str) -> None
         leader = await worker.leader()
         assert leader is not None and leader.leader_id == worker.id
         assert await worker.liveness_available()
+        # A soft stop waiting for its running job: the row says it is stopping.
+        stopper = asyncio.create_task(worker.stop())
+
+        async def shows_stopping() -> bool:
+            (row,) = await lister.list_clients()
+            return row.stopping and row.alive
+
+        lister = Client(db)
+        await eventually(shows_stopping, timeout=10)
         release.set()
-    (info,) = await Client(db).list_clients()
+        await stopper
+    (info,) = await lister.list_clients()
     assert not info.alive and info.stopping
+    await lister.close()
 
 
 async def test_a_river_only_schema_has_no_clients_but_lists_jobs(

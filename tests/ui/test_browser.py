@@ -236,13 +236,15 @@ def test_keyset_pages_older_and_newer(
         rows = w.page.locator("table.jobs tbody tr[data-id]")
         return [rows.nth(i).get_attribute("data-id") or "" for i in range(rows.count())]
 
+    def follow(link: str) -> list[str]:
+        with w.page.expect_navigation():
+            w.page.click(link)
+        return ids()
+
     first = ids()
-    w.page.click("#page-older")
-    second = ids()
-    w.page.click("#page-older")
-    third = ids()
-    w.page.click("#page-newer")
-    back = ids()
+    second = follow("#page-older")
+    third = follow("#page-older")
+    back = follow("#page-newer")
     assert len(first) == len(second) == len(third) == 20
     assert len(set(first + second + third)) == 60
     assert back == second

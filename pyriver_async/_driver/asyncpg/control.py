@@ -138,3 +138,7 @@ class ControlQueries(Base):
         return LeaderInfoRow(
             leader_id=rec["leader_id"], elected_at=rec["elected_at"], expires_at=rec["expires_at"]
         )
+
+    async def schema_drop(self) -> None:
+        """Drop this executor's schema with everything in it (``pyriver bench``)."""
+        await self._execute(self._queries.schema_drop, (), timeout=None)

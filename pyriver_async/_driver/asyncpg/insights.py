@@ -196,7 +196,9 @@ class ReadPool:
             "default_transaction_read_only": "on",
             "statement_timeout": str(int(self.statement_timeout * 1000)),
             "lock_timeout": str(int(self.lock_timeout * 1000)),
-            "idle_in_transaction_session_timeout": str(int(self.statement_timeout * 4000)),
+            # Only a guard against a transaction left open by a bug: long enough never
+            # to cut one between its statements (a tiny statement_timeout did).
+            "idle_in_transaction_session_timeout": "60000",
         }
 
     async def open(self) -> None:
@@ -252,9 +254,10 @@ class ReadPool:
                 except BaseException:
                     with contextlib.suppress(Exception):
                         await tx.rollback()
-                    if conn.is_in_transaction():
-                        # The rollback itself was cancelled: this connection goes.
-                        conn.terminate()
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        if conn.is_in_transaction():
+                            # The rollback itself was cancelled: this connection goes.
+                            conn.terminate()
                     raise
                 try:
                     await tx.commit()

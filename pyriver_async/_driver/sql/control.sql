@@ -5,8 +5,10 @@
 -- is a bind parameter); each skeleton names the index that serves it.
 
 -- name: job_list_ids_pkey
--- Candidates in id order: the primary key, walked from the cursor.
-SELECT j.id, NULL::timestamptz AS at, 1 AS combo
+-- Candidates in id order: the primary key, walked from the cursor. Every candidate
+-- query also says whether the row passes the filters its index does not serve
+-- (`{ok}`), read in the same visit; with none, `true` keeps the scan index-only.
+SELECT j.id, NULL::timestamptz AS at, 1 AS combo, {ok} AS ok
 FROM {schema}.river_job AS j
 WHERE {where}
 ORDER BY {order}
@@ -18,11 +20,11 @@ LIMIT @chunk::int;
 -- (state, queue, priority) combination, each read from the cursor with equality on
 -- the first three columns and a row comparison on the last two (index-only), merged
 -- by the caller. @chunk bounds every range.
-SELECT c.id, c.at, g.n::int AS combo
+SELECT c.id, c.at, g.n::int AS combo, c.ok
 FROM unnest(@states::text[], @queues::text[], @priorities::smallint[]) WITH ORDINALITY
     AS g(state, queue, priority, n)
 CROSS JOIN LATERAL (
-    SELECT j.id, j.scheduled_at AS at
+    SELECT j.id, j.scheduled_at AS at, {ok} AS ok
     FROM {schema}.river_job AS j
     WHERE j.state = g.state::{schema}.river_job_state
         AND j.queue = g.queue
@@ -38,10 +40,10 @@ CROSS JOIN LATERAL (
 -- NULL` is written out: the planner proves a partial index's predicate from the
 -- query, never from a CHECK constraint. Ties on finalized_at (a batch of completions
 -- shares its now()) are put in id order by an incremental sort.
-SELECT c.id, c.at, g.n::int AS combo
+SELECT c.id, c.at, g.n::int AS combo, c.ok
 FROM unnest(@states::text[]) WITH ORDINALITY AS g(state, n)
 CROSS JOIN LATERAL (
-    SELECT j.id, j.finalized_at AS at
+    SELECT j.id, j.finalized_at AS at, {ok} AS ok
     FROM {schema}.river_job AS j
     WHERE j.state = g.state::{schema}.river_job_state
         AND j.finalized_at IS NOT NULL
@@ -53,8 +55,9 @@ CROSS JOIN LATERAL (
 -- name: job_list_ids_contains
 -- Candidates of an args / metadata containment filter: a bitmap scan of
 -- river_job_args_index / river_job_metadata_index (GIN), in no order, at most
--- @chunk of them; when there are more, the caller walks its order's index instead.
-SELECT j.id, NULL::timestamptz AS at, 1 AS combo
+-- @chunk of them, each with its order key (`{key}`) and whether it passes the other
+-- filters; when there are more, the caller walks its order's index instead.
+SELECT j.id, {key} AS at, 1 AS combo, {ok} AS ok
 FROM {schema}.river_job AS j
 WHERE {where}
 LIMIT @chunk::int;
@@ -273,3 +276,7 @@ LIMIT 10000;
 
 -- name: leader_info
 SELECT leader_id, elected_at, expires_at FROM {schema}.river_leader;
+
+-- name: schema_drop
+-- `pyriver bench` only: drop the throwaway schema it made (and everything in it).
+DROP SCHEMA {schema} CASCADE;
