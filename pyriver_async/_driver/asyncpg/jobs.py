@@ -4,6 +4,7 @@ control, and the leader's maintenance."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -69,14 +70,25 @@ class JobQueries(Base):
         conn = self._conn
         if conn is None:
             raise RuntimeError("job_copy needs a bound executor")
-        copy = asyncio.ensure_future(
-            conn.copy_records_to_table(
+        if _binary_copy_works(conn):
+            sending: Any = conn.copy_records_to_table(
                 "river_job",
                 schema_name=self._queries.schema,
                 columns=COPY_COLUMNS,
                 records=records,
             )
-        )
+        else:
+            # The application registered a codec without a binary encoder for one of
+            # the columns (a text JSON codec, typically): COPY in text format instead,
+            # rows encoded here.
+            sending = conn.copy_to_table(
+                "river_job",
+                schema_name=self._queries.schema,
+                columns=COPY_COLUMNS,
+                source=io.BytesIO(_copy_text(records)),
+                format="text",
+            )
+        copy = asyncio.ensure_future(sending)
         result = None
         try:
             if during is not None:
@@ -185,3 +197,40 @@ class JobQueries(Base):
         return rowcount(
             await self._execute(q, q.bind(state=state, older_than=older_than, limit=limit))
         )
+
+
+# The scalar types of COPY_COLUMNS: bigint, jsonb, text, smallint, timestamptz,
+# varchar (tags' elements; asyncpg builds the varchar[] codec from it on first use).
+_COPY_TYPE_OIDS = (20, 3802, 25, 21, 1184, 1043)
+
+
+def _binary_copy_works(conn: Any) -> bool:
+    """Whether asyncpg can binary-encode every COPY column on ``conn``: an application's
+    own text codec (say, for jsonb) takes the binary one away, and a binary COPY would
+    then fail after starting, aborting the caller's transaction."""
+    try:
+        settings = conn.get_settings()
+        return all(settings.get_data_codec(oid, 1) is not None for oid in _COPY_TYPE_OIDS)
+    except Exception:  # an asyncpg without this introspection: assume the defaults
+        return True
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(v: Any) -> str:
+    if v is None:
+        return "\\N"
+    if isinstance(v, str):
+        return v.translate(_COPY_ESCAPES)
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, list | tuple):  # tags: an array literal, itself escaped for COPY
+        items = ('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in v)
+        return ("{" + ",".join(items) + "}").translate(_COPY_ESCAPES)
+    return str(v)
+
+
+def _copy_text(records: Sequence[tuple[Any, ...]]) -> bytes:
+    """``records`` in COPY's text format (tab-separated, backslash escapes)."""
+    return "".join("\t".join(map(_copy_field, r)) + "\n" for r in records).encode()

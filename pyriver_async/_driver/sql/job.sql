@@ -1,4 +1,6 @@
--- Queries on river_job. Placeholders, replaced once per schema by queries.py:
+-- Queries on river_job. JSON travels as text both ways (`@x::text::jsonb` in, job
+-- columns cast to text out), so a JSON codec an application registered on its own
+-- connections never re-encodes ours. Placeholders, replaced once per schema by queries.py:
 -- `{schema}` the quoted schema, `{job_columns}` / `{job_columns_j}` the columns a
 -- Job is decoded from (rows.py, JOB_COLUMNS), `{insert_channel}` and
 -- `{control_channel}` the quoted NOTIFY channels. `@name` is a bind parameter,
@@ -14,7 +16,7 @@ WITH inserted AS (
         args, kind, max_attempts, metadata, priority, queue, scheduled_at, state,
         tags, unique_key, unique_states
     )
-    SELECT @args::jsonb, @kind::text, @max_attempts::smallint, @metadata::jsonb,
+    SELECT @args::text::jsonb, @kind::text, @max_attempts::smallint, @metadata::text::jsonb,
         @priority::smallint, @queue::text, s.at,
         CASE WHEN s.at > now() THEN 'scheduled' ELSE 'available' END::{schema}.river_job_state,
         @tags::varchar(255)[], @unique_key::bytea, @unique_states::int::bit(8)
@@ -39,7 +41,8 @@ FROM inserted;
 WITH input AS MATERIALIZED (
     SELECT nextval(@sequence::regclass) AS id, a.*, coalesce(a.sched, now()) AS at
     FROM unnest(
-        @args::jsonb[], @kind::text[], @max_attempts::smallint[], @metadata::jsonb[],
+        @args::text[]::jsonb[], @kind::text[], @max_attempts::smallint[],
+        @metadata::text[]::jsonb[],
         @priority::smallint[], @queue::text[], @scheduled_at::timestamptz[], @tags::text[],
         @unique_key::bytea[], @unique_states::int[]
     ) WITH ORDINALITY
@@ -197,7 +200,8 @@ SET state = (CASE
     END
 FROM unnest(
     @id::bigint[], @attempt::smallint[], @state::text[], @scheduled_at::timestamptz[],
-    @error::jsonb[], @metadata::jsonb[], @give_back::smallint[], @snoozed::bool[],
+    @error::text[]::jsonb[], @metadata::text[]::jsonb[], @give_back::smallint[],
+    @snoozed::bool[],
     @attempted_at::timestamptz[]
 ) AS u(id, attempt, state, scheduled_at, error, metadata, give_back, snoozed, attempted_at)
 -- Found by primary key and guarded by the claim, as in job_complete_many.
