@@ -61,12 +61,27 @@ def _int_in(value: object, what: str, low: int, high: int) -> int:
 @typed_init_errors(ConfigError)
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """Settings of one queue this client works: how many of its jobs run at once here."""
+    """Settings of one queue this client works: how many of its jobs run at once here.
+
+    - ``max_workers``: jobs of this queue running at once in this client.
+    - ``max_threads``: of those, how many blocking (plain ``def``) workers run at once
+      in threads (default ``None``: as many as ``max_workers``, so a claimed job never
+      waits for a thread; lower it to bound the threads of a queue that mixes kinds).
+    """
 
     max_workers: int = 100
+    # -- blocking workers (issue 19) --
+    max_threads: int | None = None
 
     def __post_init__(self) -> None:
         _int_in(self.max_workers, "max_workers", 1, 10_000)
+        if self.max_threads is not None:
+            _int_in(self.max_threads, "max_threads", 1, 10_000)
+
+    @property
+    def thread_limit(self) -> int:
+        """How many blocking jobs of this queue run at once."""
+        return self.max_threads if self.max_threads is not None else self.max_workers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

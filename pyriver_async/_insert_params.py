@@ -92,7 +92,7 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
-def _encode_json(value: Any) -> tuple[bytes | None, str]:
+def encode_json(value: Any) -> tuple[bytes | None, str]:
     """Encode ``value`` for a jsonb column: (bytes, "") or (None, why it cannot be stored)."""
     try:
         raw = _encode(value)
@@ -303,7 +303,7 @@ def build_insert_params(
         own_opts = _check_args_class(args)
     if opts is None and not own_opts:
         # The common case, kept lean for big batches: defaults all the way.
-        encoded, why = _encode_json(args)
+        encoded, why = encode_json(args)
         if encoded is None:
             raise InvalidArgsError(f"args of kind {cls.kind!r} cannot be stored: {why}")
         _check_args(cls, args, encoded)
@@ -324,7 +324,7 @@ def build_insert_params(
         raise InvalidOptsError(f"opts must be an InsertOpts, got {type(opts).__name__}")
     o = _merge(opts, args.insert_opts())
     kind = cls.kind
-    encoded, why = _encode_json(args)
+    encoded, why = encode_json(args)
     if encoded is None:
         raise InvalidArgsError(f"args of kind {kind!r} cannot be stored: {why}")
     _check_args(cls, args, encoded)
@@ -383,7 +383,7 @@ def build_insert_params(
 
 
 def _encode_metadata(metadata: Mapping[str, Any], kind: str) -> str:
-    raw, why = _encode_json(dict(metadata))
+    raw, why = encode_json(dict(metadata))
     if raw is None:
         raise InvalidOptsError(f"metadata of a {kind!r} job cannot be stored: {why}")
     return raw.decode()
