@@ -51,6 +51,12 @@ log = logging.getLogger("pyriver_async.telemetry")
 TRACE_METADATA_KEY = "pyriver:otel"
 SYSTEM = "pyriver"
 _NAME = "pyriver_async"
+# Histogram buckets in seconds, from a no-op job to an hour-long one (the SDK's
+# default buckets are meant for milliseconds).
+SECONDS_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+)  # fmt: skip
 
 
 def _version() -> str:
@@ -142,12 +148,16 @@ class Telemetry:
             )
         }
         self._duration = meter.create_histogram(
-            "pyriver.job.duration", unit="s", description="Time a work attempt took"
+            "pyriver.job.duration",
+            unit="s",
+            description="Time a work attempt took",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self._queue_wait = meter.create_histogram(
             "pyriver.job.queue_wait",
             unit="s",
             description="From when a job was due (scheduled_at) to its attempt's start",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         meter.create_observable_gauge(
             "pyriver.queue.depth",
