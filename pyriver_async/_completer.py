@@ -262,16 +262,33 @@ class Completer:
     async def _write(self, batch: Sequence[Outcome], written: list[Outcome]) -> None:
         done = [o for o in batch if o.is_plain_completion]
         other = [o for o in batch if not o.is_plain_completion] if len(done) < len(batch) else []
-        if done and other:
+        gone = [o for o in done if o.ephemeral]
+        if gone:
+            done = [o for o in done if not o.ephemeral]
+        groups = [g for g in (done, gone, other) if g]
+        if len(groups) > 1:
             async with self._executor.session() as ex:
-                # Each statement commits on its own: what the first wrote is reported
-                # even if the second fails and the batch is tried again.
-                _completed(written, done, await ex.job_complete_many(done))
-                _took(written, other, await ex.job_set_outcome_many(other))
-        elif done:
-            _completed(written, done, await self._executor.job_complete_many(done))
+                await self._write_groups(ex, done, gone, other, written)
         else:
-            _took(written, other, await self._executor.job_set_outcome_many(other))
+            await self._write_groups(self._executor, done, gone, other, written)
+
+    @staticmethod
+    async def _write_groups(
+        ex: Executor,
+        done: list[Outcome],
+        gone: list[Outcome],
+        other: list[Outcome],
+        written: list[Outcome],
+    ) -> None:
+        # Each statement is guarded by the claim, so writing a group again after a lost
+        # reply changes nothing: the groups need no common transaction. What a group
+        # wrote is reported at once, even if a later one fails and the batch is retried.
+        if done:
+            _completed(written, done, await ex.job_complete_many(done))
+        if gone:
+            _completed(written, gone, await ex.job_delete_completed_many(gone))
+        if other:
+            _took(written, other, await ex.job_set_outcome_many(other))
 
 
 def _completed(written: list[Outcome], done: list[Outcome], ids: list[int]) -> None:

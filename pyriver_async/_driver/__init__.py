@@ -123,6 +123,10 @@ class Executor(InsertExecutor, Protocol):
         """Ids of the jobs written (a stale outcome changes nothing)."""
         ...
 
+    async def job_delete_completed_many(self, outcomes: Sequence[Outcome]) -> list[int]:
+        """Ids of the ephemeral jobs deleted at completion."""
+        ...
+
     async def job_set_outcome_many(self, outcomes: Sequence[Outcome]) -> dict[int, str]:
         """The state written, by id (a cancellation requested meanwhile may have
         turned a retry into ``cancelled``)."""
