@@ -139,6 +139,8 @@ class Queries:
     job_release_orphans: Query
     job_get: Query
     job_cancel: Query
+    # -- client.wait (issue 19) --
+    job_mark_waited: Query
     job_schedule: Query
     job_rescue: Query
     job_rescue_by_age: Query
@@ -179,6 +181,8 @@ class Queries:
     schema_create: Query
     schema_columns: Query
     schema_indexes: Query
+    # -- telemetry.sql (issue 19) --
+    job_count_by_queue_state: Query
 
     @staticmethod
     @cache

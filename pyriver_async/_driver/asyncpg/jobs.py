@@ -117,14 +117,15 @@ class JobQueries(Base):
         )
         return rows
 
-    async def job_complete_many(self, outcomes: Sequence[Outcome]) -> int:
+    async def job_complete_many(self, outcomes: Sequence[Outcome]) -> list[int]:
         return await self._by_claim(self._queries.job_complete_many, outcomes)
 
-    async def job_delete_completed_many(self, outcomes: Sequence[Outcome]) -> int:
+    async def job_delete_completed_many(self, outcomes: Sequence[Outcome]) -> list[int]:
         return await self._by_claim(self._queries.job_delete_completed_many, outcomes)
 
-    async def _by_claim(self, q: Query, outcomes: Sequence[Outcome]) -> int:
-        """Run ``q`` over the jobs of ``outcomes``, each found by its claim."""
+    async def _by_claim(self, q: Query, outcomes: Sequence[Outcome]) -> list[int]:
+        """Run ``q`` over the jobs of ``outcomes``, each found by its claim; the ids
+        it wrote."""
         rows = await self._fetch(
             q,
             q.bind(
@@ -133,9 +134,9 @@ class JobQueries(Base):
                 attempted_at=[o.attempted_at for o in outcomes],
             ),
         )
-        return len(rows)
+        return [r[0] for r in rows]
 
-    async def job_set_outcome_many(self, outcomes: Sequence[Outcome]) -> int:
+    async def job_set_outcome_many(self, outcomes: Sequence[Outcome]) -> dict[int, str]:
         q = self._queries.job_set_outcome_many
         rows = await self._fetch(
             q,
@@ -151,7 +152,7 @@ class JobQueries(Base):
                 attempted_at=[o.attempted_at for o in outcomes],
             ),
         )
-        return len(rows)
+        return {r[0]: r[1] for r in rows}
 
     async def job_release_orphans(self, *, queue: str, client_id: str, keep: Sequence[int]) -> int:
         q = self._queries.job_release_orphans
@@ -162,6 +163,10 @@ class JobQueries(Base):
 
     async def job_get(self, *, id: int) -> Any:
         q = self._queries.job_get
+        return await self._fetchrow(q, q.bind(id=id))
+
+    async def job_mark_waited(self, *, id: int) -> Any:
+        q = self._queries.job_mark_waited
         return await self._fetchrow(q, q.bind(id=id))
 
     async def job_cancel(self, *, id: int) -> Any:
