@@ -20,20 +20,25 @@ library's own seam, not (yet) an interface for users to implement.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
 from .._outcome import Outcome
 from .columns import JOB_COLUMNS
+from .listing import ListedPage, ListSpec
 from .queries import Queries, Query, quote_ident
 from .records import (
     COPY_COLUMNS,
+    ActionRow,
+    ClientRow,
     InsertedRow,
     InsertParams,
+    LeaderInfoRow,
     LeaderRow,
     NextIds,
+    QueueRow,
     RecordedMigration,
     RescueCounts,
     ScheduleCounts,
@@ -167,10 +172,38 @@ class Executor(InsertExecutor, Protocol):
 
     # -- clients (liveness) -------------------------------------------------------------
     async def client_heartbeat(
-        self, *, id: str, hostname: str, pid: int, queues: Sequence[str]
+        self,
+        *,
+        id: str,
+        hostname: str,
+        pid: int,
+        queues: Sequence[str],
+        version: str = "",
+        queue_use: Mapping[str, Mapping[str, int]] | None = None,
+        stopping: bool = False,
+        dead_after: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None: ...
     async def client_mark_dead(self, *, id: str) -> None: ...
     async def client_prune(self, *, older_than: float) -> int: ...
+
+    # -- the query and control API (control.sql, listing.py; _control.py) -------------
+    async def job_list(self, spec: ListSpec) -> ListedPage: ...
+    async def job_retry_many(self, *, ids: Sequence[int]) -> list[ActionRow]: ...
+    async def job_cancel_many(self, *, ids: Sequence[int]) -> list[ActionRow]: ...
+    async def job_delete_many(self, *, ids: Sequence[int]) -> list[ActionRow]: ...
+    async def job_queues_in_states(
+        self, *, states: Sequence[str], max_queues: int = 1000
+    ) -> list[tuple[str, str]]: ...
+    async def queue_list_rows(self, *, names: Sequence[str] | None = None) -> list[QueueRow]: ...
+    async def queue_counts(
+        self, *, names: Sequence[str], states: Sequence[str], cap: int
+    ) -> dict[tuple[str, str], int]: ...
+    async def queue_count_estimate(self, *, state: str, queue: str) -> int | None: ...
+    async def client_table_exists(self) -> bool: ...
+    async def client_list(self) -> list[ClientRow]: ...
+    async def leader_info(self) -> LeaderInfoRow | None: ...
+    async def schema_drop(self) -> None: ...
 
     # -- PostgreSQL --------------------------------------------------------------------
     async def pg_job_table_stats(self) -> TableStats | None: ...

@@ -163,6 +163,24 @@ class Queries:
     client_heartbeat: Query
     client_mark_dead: Query
     client_prune: Query
+    # control.sql (the query and control API: _control.py, listing.py)
+    job_list_ids_pkey: Query
+    job_list_ids_fetch: Query
+    job_list_ids_finalized: Query
+    job_list_ids_contains: Query
+    job_list_rows: Query
+    job_queues_in_states: Query
+    job_retry_many: Query
+    job_unique_holder: Query
+    job_cancel_many: Query
+    job_delete_many: Query
+    queue_list_rows: Query
+    queue_counts: Query
+    queue_count_estimate: Query
+    client_table_exists: Query
+    client_list: Query
+    leader_info: Query
+    schema_drop: Query
     # pg.sql
     pg_job_table_stats: Query
     pg_vacuum_jobs: Query

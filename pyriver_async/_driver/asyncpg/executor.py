@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .control import ControlQueries
 from .jobs import JobQueries
 from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
 from .migrations import MigrationQueries
@@ -18,6 +19,7 @@ class AsyncpgExecutor(
     PgQueries,
     MigrationQueries,
     TelemetryQueries,
+    ControlQueries,
 ):
     """Bound to one asyncpg connection (``conn=``) or borrowing from a pool (``pool=``).
 
