@@ -411,6 +411,7 @@ class Client:
                 liveness=self.liveness,
                 pool_size=self._driver.pool_size(),
                 heartbeat_executor=self._driver.executor(timeout=max(cfg.heartbeat_interval, 5.0)),
+                busy=self._has_backlog,
             )
             await self._maintenance.start()
         self._monitor = asyncio.create_task(self._watch_loop(), name="pyriver-loop-monitor")
@@ -545,6 +546,10 @@ class Client:
                 )
 
     # -- introspection (tests, UI) -----------------------------------------------------
+
+    def _has_backlog(self) -> bool:
+        """True while a producer's last claim came back full (jobs are waiting)."""
+        return any(p.backlog for p in self._producers.values())
 
     @property
     def running_jobs(self) -> dict[int, str]:

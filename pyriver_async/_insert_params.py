@@ -31,6 +31,8 @@ _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 DEFAULT_QUEUE = "default"
+# The metadata key of a job deleted at completion (InsertOpts.ephemeral).
+EPHEMERAL_KEY = "pyriver:ephemeral"
 DEFAULT_PRIORITY = 1
 DEFAULT_MAX_ATTEMPTS = 25
 
@@ -355,8 +357,11 @@ def build_insert_params(
                     raise InvalidOptsError(f"delay {d} is too far in the future") from None
         if o.tags is not None:
             tags = list(o.tags)
-        if o.metadata is not None:
-            metadata = _encode_metadata(o.metadata, kind)
+        if o.metadata is not None or o.ephemeral:
+            meta: dict[str, Any] = dict(o.metadata or {})
+            if o.ephemeral:
+                meta[EPHEMERAL_KEY] = True  # reserved: set here, after validation
+            metadata = _encode_metadata(meta, kind)
         if o.unique is not None:
             if now is None:
                 now = datetime.now(UTC)

@@ -127,6 +127,7 @@ class Queries:
     job_next_ids: Query
     job_claim: Query
     job_complete_many: Query
+    job_delete_completed_many: Query
     job_set_outcome_many: Query
     job_release_orphans: Query
     job_get: Query

@@ -13,6 +13,7 @@ import msgspec
 from ..._aio import settle
 from ..._outcome import Outcome
 from ..columns import JOB_COLUMNS
+from ..queries import Query
 from ..records import (
     COPY_COLUMNS,
     InsertedRow,
@@ -134,7 +135,13 @@ class JobQueries(Base):
         return rows
 
     async def job_complete_many(self, outcomes: Sequence[Outcome]) -> int:
-        q = self._queries.job_complete_many
+        return await self._by_claim(self._queries.job_complete_many, outcomes)
+
+    async def job_delete_completed_many(self, outcomes: Sequence[Outcome]) -> int:
+        return await self._by_claim(self._queries.job_delete_completed_many, outcomes)
+
+    async def _by_claim(self, q: Query, outcomes: Sequence[Outcome]) -> int:
+        """Run ``q`` over the jobs of ``outcomes``, each found by its claim."""
         rows = await self._fetch(
             q,
             q.bind(

@@ -145,6 +145,17 @@ WHERE j.id = u.id
     AND j.attempted_at = u.attempted_at
 RETURNING j.id;
 
+-- name: job_delete_completed_many
+-- Ephemeral jobs that returned normally are deleted instead of updated: a DELETE
+-- writes no new row version and no index entry. Guarded by the claim as above.
+DELETE FROM {schema}.river_job AS j
+USING unnest(@id::bigint[], @attempt::smallint[], @attempted_at::timestamptz[])
+    AS u(id, attempt, attempted_at)
+WHERE j.id = u.id
+    AND j.state::text = 'running' AND j.attempt = u.attempt
+    AND j.attempted_at = u.attempted_at
+RETURNING j.id;
+
 -- name: job_set_outcome_many
 -- Every other outcome (retryable, discarded, cancelled, snoozed, returned on
 -- shutdown) in one statement. Per row: the new state, when it finalizes or runs
