@@ -75,6 +75,7 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib.metadata
+import importlib.util
 import json
 import math
 import sys
@@ -192,6 +193,13 @@ def ephemeral_option() -> str | None:
     return None
 
 
+def _missing(module: str, dist: str) -> str | None:
+    """Why a peer's row is skipped when its package is absent (None when present)."""
+    if importlib.util.find_spec(module) is None:
+        return f"not measured: {dist} is not installed (pip install -e '.[bench]')"
+    return None
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -212,6 +220,7 @@ class Row:
 
     key = ""
     label = ""
+    number = 0  # its row in the issue's table (1-7), kept when --only picks rows
     figures: tuple[str, ...] = ("drain", "single", "batch", "latency")
     skip: str | None = None  # why the whole row is not measured
     url = ""
@@ -419,6 +428,7 @@ class PgQueuerRow(Row):
 
     def __init__(self, batch: int) -> None:
         self.sys = PgQueuerSystem(batch)
+        self.skip = _missing("pgqueuer", "pgqueuer")
 
     async def open(self, url: str) -> None:
         self.url = url
@@ -476,6 +486,7 @@ class AwaRow(Row):
     def __init__(self) -> None:
         self.engine = "?"
         self.bulk_api = "insert_many_copy"
+        self.skip = _missing("awa", "awa-pg")
 
     async def open(self, url: str) -> None:
         self.awa = _peer("awa")
@@ -615,6 +626,8 @@ def make_rows(args: argparse.Namespace) -> list[Row]:
         PgQueuerRow(args.pgq_batch),
         AwaRow(),
     ]
+    for i, row in enumerate(rows, 1):
+        row.number = i
     if args.only:
         wanted = {k for k in args.only.split(",") if k}
         unknown = wanted - {r.key for r in rows}
@@ -750,7 +763,8 @@ async def _main(args: argparse.Namespace, loop: str) -> None:
         for dbname in dbs:
             await asyncio.shield(drop_database(dbname))
     for row in rows:
-        res.notes.extend(row.notes())
+        if not row.skip:
+            res.notes.extend(row.notes())
     report(res, rows, args)
     if not args.no_json:
         print(f"\nresults: {res.write()}")
@@ -786,12 +800,12 @@ def _paired(res: Results, a: str, b: str, figure: str) -> float:
 def report(res: Results, rows: list[Row], args: argparse.Namespace) -> None:
     base = "bare3"
     table: list[list[object]] = []
-    for i, row in enumerate(rows, 1):
+    for row in rows:
         if row.skip:
-            table.append([i, row.label, "skipped", "(see notes)", "", ""])
-            res.notes.append(f"row {i} ({row.key}): {row.skip}")
+            table.append([row.number, row.label, "skipped", "(see notes)", "", ""])
+            res.notes.append(f"row {row.number} ({row.key}): {row.skip}")
             continue
-        cells: list[object] = [i, row.label]
+        cells: list[object] = [row.number, row.label]
         for figure in ("drain", "single", "batch", "p99"):
             xs = _series(res, row.key, figure)
             m = median(xs)
@@ -808,7 +822,8 @@ def report(res: Results, rows: list[Row], args: argparse.Namespace) -> None:
         table.append(cells)
     print_table(
         f"Round two: {args.jobs:,} no-op jobs, {WORKERS} workers ({res.settings['event_loop']}; "
-        f"medians of {args.runs}; in brackets: median per-round ratio to row 1)",
+        f"medians of {args.runs}; in brackets: median per-round ratio to row 1, the bare "
+        "3-index loop)",
         ["#", "system", "drain jobs/s", "single insert/s", "batch of 1,000 /s", "p99 ms"],
         table,
     )
