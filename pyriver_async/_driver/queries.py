@@ -136,6 +136,8 @@ class Queries:
     job_rescue: Query
     job_rescue_by_age: Query
     job_clean: Query
+    # job.sql: inserts from other libraries (issue 17)
+    job_copy_from_stdin: Query
     # queue.sql
     queue_pause: Query
     queue_resume: Query

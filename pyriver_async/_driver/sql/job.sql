@@ -80,6 +80,14 @@ FROM inserted AS i
 SELECT count(pg_notify({insert_channel}, json_build_object('queue', q)::text))
 FROM unnest(@queues::text[]) AS q;
 
+-- name: job_copy_from_stdin
+-- The COPY path for drivers that send the COPY statement themselves (psycopg; asyncpg's
+-- copy_records_to_table writes its own). The columns are records.COPY_COLUMNS, in order.
+COPY {schema}.river_job (
+    id, args, kind, max_attempts, metadata, priority, queue, scheduled_at, created_at,
+    state, tags
+) FROM STDIN;
+
 -- name: job_next_ids
 -- The COPY fast path's one statement before the COPY: @n ids, the database's clock,
 -- and the wake-ups. @queues are the batch's queues and @first_at the earliest
