@@ -6,7 +6,7 @@ The public API is what this module exports; everything in ``_modules`` may chang
 from ._args import InsertOpts, JobArgs, UniqueOpts
 from ._client import Client
 from ._config import QueueConfig
-from ._context import JobContext
+from ._context import MAX_OUTPUT_BYTES, JobContext
 from ._control import (
     ClientInfo,
     JobActionResult,
@@ -25,30 +25,47 @@ from ._errors import (
     InvalidArgsError,
     InvalidFilterError,
     InvalidOptsError,
+    InvalidOutputError,
     JobCancel,
     JobNotFoundError,
     JobRefusedError,
     JobSnooze,
+    JobTimeoutError,
     KindConflictError,
     MigrationError,
+    OutputTooLargeError,
     PyRiverError,
     QueueNotFoundError,
     SchemaNotMigratedError,
     SchemaVersionError,
     TransientDatabaseError,
     UnknownKindError,
+    WaitTimeoutError,
 )
 from ._events import JobEvent, Subscription
 from ._insert import InsertResult
 from ._insights import Insights
 from ._job import AttemptError, Job, JobState
+from ._middleware import (
+    ErrorHandler,
+    ErrorOverride,
+    Hook,
+    HookEvent,
+    InsertBatch,
+    InsertMiddleware,
+    JobInsert,
+    Middleware,
+    WorkMiddleware,
+)
 from ._migrate import migrate
 from ._periodic import PeriodicJob, PeriodicJobHandle, PeriodicJobs
+from ._telemetry import Telemetry
 from ._workers import Worker, Workers
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_OUTPUT_BYTES",
     "AttemptError",
     "Client",
     "ClientClosedError",
@@ -56,12 +73,19 @@ __all__ = [
     "ConfigError",
     "ConnectionLostError",
     "DatabaseError",
+    "ErrorHandler",
+    "ErrorOverride",
+    "Hook",
+    "HookEvent",
+    "InsertBatch",
+    "InsertMiddleware",
     "InsertOpts",
     "InsertResult",
     "Insights",
     "InvalidArgsError",
     "InvalidFilterError",
     "InvalidOptsError",
+    "InvalidOutputError",
     "Job",
     "JobActionResult",
     "JobArgs",
@@ -69,15 +93,19 @@ __all__ = [
     "JobContext",
     "JobEvent",
     "JobFilter",
+    "JobInsert",
     "JobNotFoundError",
     "JobOrder",
     "JobPage",
     "JobRefusedError",
     "JobSnooze",
     "JobState",
+    "JobTimeoutError",
     "KindConflictError",
     "LeaderInfo",
+    "Middleware",
     "MigrationError",
+    "OutputTooLargeError",
     "PeriodicJob",
     "PeriodicJobHandle",
     "PeriodicJobs",
@@ -89,9 +117,12 @@ __all__ = [
     "SchemaNotMigratedError",
     "SchemaVersionError",
     "Subscription",
+    "Telemetry",
     "TransientDatabaseError",
     "UniqueOpts",
     "UnknownKindError",
+    "WaitTimeoutError",
+    "WorkMiddleware",
     "Worker",
     "Workers",
     "__version__",

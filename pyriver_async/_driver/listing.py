@@ -133,8 +133,8 @@ _CONDITIONS = {
     "attempted_before": "j.attempted_at < @attempted_before::timestamptz",
     "finalized_after": "j.finalized_at >= @finalized_after::timestamptz",
     "finalized_before": "j.finalized_at < @finalized_before::timestamptz",
-    "args_contains": "j.args @> @args_contains::jsonb",
-    "metadata_contains": "j.metadata @> @metadata_contains::jsonb",
+    "args_contains": "j.args @> @args_contains::text::jsonb",
+    "metadata_contains": "j.metadata @> @metadata_contains::text::jsonb",
 }
 # The order column of each order (the id breaks ties).
 _ORDER_COLUMN = {"id": None, "scheduled_at": "j.scheduled_at", "finalized_at": "j.finalized_at"}

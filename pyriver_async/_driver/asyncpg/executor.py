@@ -7,6 +7,7 @@ from .insights import InsightQueries
 from .jobs import JobQueries
 from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
 from .migrations import MigrationQueries
+from .telemetry import TelemetryQueries
 
 __all__ = ["AsyncpgExecutor"]
 
@@ -18,6 +19,7 @@ class AsyncpgExecutor(
     ClientQueries,
     PgQueries,
     MigrationQueries,
+    TelemetryQueries,
     ControlQueries,
     InsightQueries,
 ):

@@ -13,7 +13,7 @@ INSERT INTO {schema}.pyriver_client AS c (
 )
 VALUES (
     @id::text, @hostname::text, @pid::int, now(), now(), @queues::text[], @version::text,
-    @queue_use::jsonb, @stopping::bool, @dead_after::float8, @metadata::jsonb, NULL
+    @queue_use::text::jsonb, @stopping::bool, @dead_after::float8, @metadata::text::jsonb, NULL
 )
 ON CONFLICT (id) DO UPDATE
 SET hostname = EXCLUDED.hostname,

@@ -234,7 +234,7 @@ WHERE l.state = 'running';
 
 -- name: queue_list_rows
 -- river_queue rows (its primary key); @names NULL: every queue.
-SELECT name, created_at, metadata, paused_at, updated_at
+SELECT name, created_at, metadata::text AS metadata, paused_at, updated_at
 FROM {schema}.river_queue
 WHERE @names::text[] IS NULL OR name = ANY(@names::text[])
 ORDER BY name
@@ -269,7 +269,8 @@ SELECT id, hostname, pid, version, started_at,
     CASE WHEN heartbeat_at = '-infinity' THEN coalesce(stopped_at, started_at)
         ELSE heartbeat_at END AS heartbeat_at,
     heartbeat_at = '-infinity' AS marked_dead,
-    now() AS now, queues, queue_use, stopping, dead_after, metadata
+    now() AS now, queues, queue_use::text AS queue_use, stopping, dead_after,
+    metadata::text AS metadata
 FROM {schema}.pyriver_client
 ORDER BY id
 LIMIT 10000;
