@@ -331,6 +331,14 @@ class Executor:
         )
         return None
 
+    async def engine_failure(self, row: JobRow, exc: BaseException) -> Outcome:
+        """The outcome of an attempt the engine itself could not carry through: a
+        failure with a plain message, so that it uses its attempt like any other."""
+        message = f"the engine failed running this job: {type(exc).__name__}: {exc!a}"
+        return await self._failure(
+            job_from_row(row, None), datetime.now(UTC), message, "", None, exc
+        )
+
     def _expire(self, _job_id: int, runner: Runner) -> None:
         task = runner.task
         if task is not None and not task.done():
