@@ -7,6 +7,7 @@ from ._args import InsertOpts, JobArgs, UniqueOpts
 from ._client import Client
 from ._config import QueueConfig
 from ._context import JobContext
+from ._driver.records import HorizonHolder
 from ._errors import (
     ClientClosedError,
     ConfigError,
@@ -18,6 +19,7 @@ from ._errors import (
     JobNotFoundError,
     JobSnooze,
     KindConflictError,
+    ListenUnavailableError,
     MigrationError,
     PyRiverError,
     SchemaNotMigratedError,
@@ -41,6 +43,7 @@ __all__ = [
     "ConfigError",
     "ConnectionLostError",
     "DatabaseError",
+    "HorizonHolder",
     "InsertOpts",
     "InsertResult",
     "InvalidArgsError",
@@ -54,6 +57,7 @@ __all__ = [
     "JobSnooze",
     "JobState",
     "KindConflictError",
+    "ListenUnavailableError",
     "MigrationError",
     "PeriodicJob",
     "PeriodicJobHandle",

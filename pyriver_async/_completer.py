@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
+from ._aio import wait_event
 from ._backoff import default_retry_delay_for, reconnect_delays
 from ._driver import Executor
 from ._errors import DatabaseError, MigrationError, TransientDatabaseError
@@ -71,6 +72,7 @@ class Completer:
         self._on_flushed = on_flushed
         self._task: asyncio.Task[None] | None = None
         self._episode: _Episode | None = None
+        self._retry_now = asyncio.Event()
         self.flushes = 0
         #: Outcomes the database refused, whose jobs were put back instead.
         self.put_back = 0
@@ -95,6 +97,10 @@ class Completer:
     def failing(self) -> bool:
         """True while writes fail (the database is away or read-only)."""
         return self._episode is not None
+
+    def retry_now(self) -> None:
+        """Cut the current backoff short (the database takes writes again)."""
+        self._retry_now.set()
 
     async def wait_idle(self) -> None:
         """Until everything added so far is written."""
@@ -179,7 +185,8 @@ class Completer:
                 n + len(self._pending),
             )
         ep.failures += 1
-        await asyncio.sleep(next(ep.delays))
+        self._retry_now.clear()
+        await wait_event(self._retry_now, next(ep.delays))
 
     def _recovered(self) -> None:
         ep, self._episode = self._episode, None

@@ -94,6 +94,8 @@ class Producer:
         self._idle: list[_Slot] = []
         self._closing = False
         self.paused = False
+        # Set by the client while the database refuses writes (a failover): no claims.
+        self.held = False
         self._wake = asyncio.Event()
         self._notified = False
         self._backlog = False
@@ -121,6 +123,12 @@ class Producer:
             log.info("queue %r %s", self.queue, "paused" if paused else "resumed")
         self.paused = paused
         if not paused:
+            self.notify()
+
+    def set_held(self, held: bool) -> None:
+        """Stop claiming while the database is read-only (a failover); resume after."""
+        self.held = held
+        if not held:
             self.notify()
 
     def cancel_job(self, job_id: int) -> bool:
@@ -222,6 +230,7 @@ class Producer:
             can = (
                 free > 0
                 and not self.paused
+                and not self.held
                 and self._completer.backlog < self._max_backlog
                 and not self._completer.failing
             )

@@ -4,7 +4,7 @@ three ways to run a query, and error translation."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Self
 
 import asyncpg
@@ -13,18 +13,22 @@ from ..._errors import TransientDatabaseError
 from ..queries import Queries, Query
 from .errors import as_library_error
 
-__all__ = ["Base", "Conn"]
+__all__ = ["Base", "Conn", "Observer"]
 
 # A connection of the application (or one the pool lent out): both run queries alike.
 Conn = Any
+# Told of every error an engine executor raises, translated (the driver watches them
+# for a server turned read-only, or a pooler losing prepared statements).
+Observer = Callable[[BaseException], None]
 
 
 class Base:
     """An executor bound to one connection (``conn``) or borrowing one from ``pool``
     per call. ``timeout`` (seconds, None: none) bounds every statement, and the wait
-    for a pool connection, of calls that give none of their own."""
+    for a pool connection, of calls that give none of their own. ``observer`` is told
+    of every error raised, once translated."""
 
-    __slots__ = ("_acquire_timeout", "_conn", "_pool", "_queries", "_timeout")
+    __slots__ = ("_acquire_timeout", "_conn", "_observer", "_pool", "_queries", "_timeout")
 
     def __init__(
         self,
@@ -33,6 +37,7 @@ class Base:
         conn: Conn | None = None,
         pool: asyncpg.Pool | None = None,
         timeout: float | None = None,
+        observer: Observer | None = None,
     ) -> None:
         if (conn is None) == (pool is None):
             raise ValueError("an executor takes a connection or a pool")
@@ -41,6 +46,7 @@ class Base:
         self._pool = pool
         self._timeout = timeout
         self._acquire_timeout = timeout
+        self._observer = observer
 
     @property
     def queries(self) -> Queries:
@@ -52,7 +58,10 @@ class Base:
         return self._conn
 
     def _error(self, exc: BaseException) -> BaseException:
-        return as_library_error(exc, self._queries.schema)
+        err = as_library_error(exc, self._queries.schema)
+        if self._observer is not None:
+            self._observer(err)
+        return err
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
@@ -82,7 +91,9 @@ class Base:
             return
         try:
             async with self._connection() as conn:
-                yield type(self)(self._queries, conn=conn, timeout=self._timeout)
+                yield type(self)(
+                    self._queries, conn=conn, timeout=self._timeout, observer=self._observer
+                )
         except Exception as exc:
             raise self._error(exc)
 
