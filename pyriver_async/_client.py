@@ -388,6 +388,10 @@ class Client:
         if self._notifier is not None and not self._notifier.connected.is_set():
             self._notifier.reconnect()
 
+    def _wake_producers(self) -> None:
+        for p in self._producers.values():
+            p.notify()
+
     async def _writable(self) -> bool:
         return await self._driver.executor().pg_writable()
 
@@ -466,6 +470,8 @@ class Client:
             max_batch=cfg.completer_batch_size,
             on_flushed=self._on_flushed,
         )
+        # Producers stop claiming while outcomes cannot be written: wake them when they can.
+        self._completer.on_recovered = self._wake_producers
         self._completer.start()
         self._executor = Executor(
             self, self.workers, job_timeout=cfg.job_timeout, retry_policy=self._retry_policy

@@ -73,6 +73,8 @@ class Completer:
         self._task: asyncio.Task[None] | None = None
         self._episode: _Episode | None = None
         self._retry_now = asyncio.Event()
+        #: Called when writes succeed again after failing (producers claim again).
+        self.on_recovered: Callable[[], None] | None = None
         self.flushes = 0
         #: Outcomes the database refused, whose jobs were put back instead.
         self.put_back = 0
@@ -196,6 +198,8 @@ class Completer:
                 ep.failures,
                 time.monotonic() - ep.started,
             )
+            if self.on_recovered is not None:
+                self.on_recovered()
 
     async def _refused(self, batch: Sequence[Outcome], exc: BaseException) -> None:
         if len(batch) > 1:
