@@ -30,6 +30,7 @@ QUICK: dict[str, list[str]] = {
     "scale": ["--jobs", "10000", "--rows", "200000"],
     "soak": ["--jobs", "200000"],
     "compare": ["--jobs", "5000", "--procrastinate-jobs", "1500", "--latency-jobs", "300"],
+    "horizon": ["--jobs", "5000", "--batches", "3"],
 }
 FULL: dict[str, list[str]] = {
     "throughput": ["--jobs", "20000,200000", "--workers", "10,100,1000", "--processes", "1,2,4"],
@@ -38,12 +39,13 @@ FULL: dict[str, list[str]] = {
     "scale": [],
     "soak": [],
     "compare": [],
+    "horizon": [],
 }
 # --full runs at least this many rounds of these: the per-run ratio to pgqueuer moves
 # by about ±10 % on a shared 2-core machine, so its median wants more than 3.
 FULL_MIN_RUNS = {"compare": 5}
 QUICK_SET = ["throughput", "latency", "insert"]
-ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare"]
+ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare", "horizon"]
 # generous bounds per benchmark (seconds): a run past them is stopped
 LIMITS = {
     "throughput": 2400,
@@ -52,6 +54,7 @@ LIMITS = {
     "scale": 2400,
     "soak": 2400,
     "compare": 2400,
+    "horizon": 900,
 }
 
 
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     for name in names:
         cmd = [sys.executable, "-m", f"benchmarks.{name}", *sizes[name]]
-        if name != "soak":
+        if name not in ("soak", "horizon"):
             runs = max(args.runs, FULL_MIN_RUNS.get(name, 0)) if args.full else args.runs
             cmd += ["--runs", str(runs)]
         if args.no_uvloop:
