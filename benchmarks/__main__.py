@@ -31,6 +31,7 @@ QUICK: dict[str, list[str]] = {
     "soak": ["--jobs", "200000"],
     "compare": ["--jobs", "5000", "--procrastinate-jobs", "1500", "--latency-jobs", "300"],
     "horizon": ["--jobs", "5000", "--batches", "3"],
+    "pooler": ["--single", "300", "--jobs", "5000"],
 }
 FULL: dict[str, list[str]] = {
     "throughput": ["--jobs", "20000,200000", "--workers", "10,100,1000", "--processes", "1,2,4"],
@@ -40,12 +41,13 @@ FULL: dict[str, list[str]] = {
     "soak": [],
     "compare": [],
     "horizon": [],
+    "pooler": [],
 }
 # --full runs at least this many rounds of these: the per-run ratio to pgqueuer moves
 # by about ±10 % on a shared 2-core machine, so its median wants more than 3.
 FULL_MIN_RUNS = {"compare": 5}
 QUICK_SET = ["throughput", "latency", "insert"]
-ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare", "horizon"]
+ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare", "horizon", "pooler"]
 # generous bounds per benchmark (seconds): a run past them is stopped
 LIMITS = {
     "throughput": 2400,
@@ -55,6 +57,7 @@ LIMITS = {
     "soak": 2400,
     "compare": 2400,
     "horizon": 900,
+    "pooler": 600,
 }
 
 
