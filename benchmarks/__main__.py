@@ -4,7 +4,8 @@ Quick by default (throughput, latency and insert at small sizes, 3 runs each: a 
 minutes). ``--full`` uses the sizes of the performance plan and adds the
 multi-process drains, scale, soak and the peer comparison (about an hour on a
 2-core machine). ``--only throughput,latency`` picks benchmarks; anything after
-``--`` is passed to each of them. Each benchmark runs in its own process with its
+``--`` is passed to each of them. ``python -m benchmarks chaos`` runs the chaos
+matrix instead (benchmarks/chaos.py). Each benchmark runs in its own process with its
 own throwaway database and writes ``benchmarks/results/latest-<name>.json``; the
 headline figures and the performance plan's targets are printed at the end.
 """
@@ -164,6 +165,11 @@ def headline(names: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["chaos"]:
+        # The chaos matrix: faults on throwaway clusters, not a speed measurement.
+        from benchmarks import chaos
+
+        return chaos.main(argv[1:])
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")
