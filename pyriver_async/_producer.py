@@ -129,6 +129,9 @@ class Producer:
         """Stop claiming while the database is read-only (a failover); resume after."""
         self.held = held
         if not held:
+            # Writes the old primary took after the promotion are gone: claims of ours
+            # whose completion it recorded show as running on the new one. Look first.
+            self._orphans_possible = True
             self.notify()
 
     def cancel_job(self, job_id: int) -> bool:
