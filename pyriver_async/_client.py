@@ -388,6 +388,12 @@ class Client:
         if self._notifier is not None and not self._notifier.connected.is_set():
             self._notifier.reconnect()
 
+    def _on_connection_lost(self, _exc: BaseException) -> None:
+        # Whatever the lost connection had written may be gone with its server (a
+        # failover): claims of ours whose outcome it recorded would stay running.
+        for p in self._producers.values():
+            p.look_for_orphans()
+
     def _wake_producers(self) -> None:
         for p in self._producers.values():
             p.notify()
@@ -438,6 +444,7 @@ class Client:
             on_writable=self._on_writable,
         )
         self._driver.on_read_only = self._failover.signal
+        self._driver.on_connection_lost = self._on_connection_lost
         q = self._driver.queries
         listener = self._driver.listener()
         if listener is not None:
@@ -521,7 +528,7 @@ class Client:
         if self._failover is not None:
             await self._failover.close()
             self._failover = None
-        self._driver.on_read_only = None
+        self._driver.on_read_only = self._driver.on_connection_lost = None
         self._started = False
         await self._driver.close()
 
@@ -598,7 +605,7 @@ class Client:
         if self._failover is not None:
             await self._failover.close()
             self._failover = None
-        self._driver.on_read_only = None
+        self._driver.on_read_only = self._driver.on_connection_lost = None
         if self._notifier is not None:
             await self._notifier.stop()
             self._notifier = None

@@ -129,10 +129,16 @@ class Producer:
         """Stop claiming while the database is read-only (a failover); resume after."""
         self.held = held
         if not held:
-            # Writes the old primary took after the promotion are gone: claims of ours
-            # whose completion it recorded show as running on the new one. Look first.
-            self._orphans_possible = True
-            self.notify()
+            self.look_for_orphans()
+
+    def look_for_orphans(self) -> None:
+        """Before the next claim, give back jobs claimed here that this client no
+        longer holds. After a failover, writes the old primary took after the
+        promotion are gone: a job whose completion it recorded shows as running on
+        the new one, under this client's id (the client calls this when a connection
+        was lost, and when a read-only episode ends)."""
+        self._orphans_possible = True
+        self.notify()
 
     def cancel_job(self, job_id: int) -> bool:
         slot = self.running.get(job_id)

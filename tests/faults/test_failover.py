@@ -117,6 +117,9 @@ async def test_drain_survives_a_failover_and_heals_itself(
             # The switch.
             if how == "fence_then_promote":
                 await primary.set_read_only(True)
+                # A checkpoint flushes the WAL: the fenced, idle primary would leave a
+                # trailing record unflushed, and the standby could not replay up to it.
+                await _checkpoint(primary)
                 await standby.wait_replayed()
             await standby.promote()
             proxy.retarget("127.0.0.1", standby.port)
@@ -177,6 +180,16 @@ async def test_drain_survives_a_failover_and_heals_itself(
         assert sum("refuses writes as read-only" in m for m in messages) == 1, messages
         assert sum("takes writes again" in m for m in messages) == 1
     assert not [r for r in caplog.records if r.exc_info and r.name.startswith("pyriver_async")]
+
+
+async def _checkpoint(cluster: PgCluster) -> None:
+    conn = await asyncpg.connect(
+        cluster.url(), server_settings={"default_transaction_read_only": "off"}
+    )
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
 
 
 async def _third(url: str, total: int) -> bool:

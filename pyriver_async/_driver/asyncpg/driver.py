@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from ..._errors import ConfigError, DatabaseError
+from ..._errors import ConfigError, ConnectionLostError, DatabaseError
 from ..queries import Queries
 from .errors import as_library_error
 from .executor import AsyncpgExecutor
@@ -103,8 +103,10 @@ class AsyncpgDriver:
         self.queries = Queries.for_schema(schema)
         self._lock = asyncio.Lock()
         self._spares: list[Any] = []
-        #: Told (synchronously) of each error that says the server is read-only.
+        #: Told (synchronously) of each error that says the server is read-only, and of
+        #: each connection lost under an engine statement.
         self.on_read_only: Callable[[BaseException], None] | None = None
+        self.on_connection_lost: Callable[[BaseException], None] | None = None
         # Bumped by each recycle: a spare taken before it is not kept after.
         self._generation = 0
         self._last_recycle = -RECYCLE_EVERY
@@ -214,6 +216,9 @@ class AsyncpgDriver:
             self.recycle_soon()
             if self.on_read_only is not None:
                 self.on_read_only(exc)
+        elif isinstance(exc, ConnectionLostError):
+            if self.on_connection_lost is not None:
+                self.on_connection_lost(exc)
         elif (
             isinstance(exc, DatabaseError)
             and exc.sqlstate == "26000"
