@@ -149,10 +149,13 @@ async def test_drain_survives_a_failover_and_heals_itself(
             late = (await client.insert(Step(ms=0))).job.id
             await _until("the late job", 3, lambda: _done(new_primary_url, late))
             pickup = loop.time() - t0
-            # Leadership too: the client leads again, on the new primary.
+            # Leadership too: the client leads again, on the new primary; and LISTEN
+            # settles there (a reconnect asked while one was under way takes a step
+            # of backoff).
             assert await _leader_soon(client, timeout=15)
-            pid = client.notifier.connection_pid if client.notifier else None
-            assert pid is not None and await _backend_of(new_primary_url, pid)
+            await _until(
+                "LISTEN on the new primary", 10, lambda: _listens_on(client, new_primary_url)
+            )
 
     print(
         f"\n{how}: resumed {resumed - switched:.2f}s after the switch, "
@@ -225,6 +228,11 @@ async def _backend_of(url: str, pid: int) -> bool:
         )
     finally:
         await conn.close()
+
+
+async def _listens_on(client: Client, url: str) -> bool:
+    pid = client.notifier.connection_pid if client.notifier else None
+    return pid is not None and await _backend_of(url, pid)
 
 
 async def _leader_soon(client: Client, timeout: float = 10) -> bool:
