@@ -42,6 +42,10 @@ __all__ = ["Client", "QueueConfig"]
 
 log = logging.getLogger("pyriver_async.client")
 
+# How long the completer and the producers keep an idle connection (seconds): claims
+# and flushes of a busy queue come milliseconds apart; an idle client holds nothing.
+LEASE_LINGER = 0.05
+
 
 def _default_client_id() -> str:
     host = socket.gethostname().split(".")[0][:40] or "host"
@@ -471,8 +475,11 @@ class Client:
                 cfg.fetch_poll_interval,
             )
         _interrupts.install()
+        # The completer and each producer keep their connection through a burst (a
+        # pool round per statement cost as much as the statement; see Lease), and give
+        # it back within LEASE_LINGER of going quiet.
         self._completer = Completer(
-            db,
+            self._driver.leased_executor(linger=LEASE_LINGER),
             flush_interval=cfg.completer_flush_interval,
             max_batch=cfg.completer_batch_size,
             on_flushed=self._on_flushed,
@@ -488,7 +495,7 @@ class Client:
             p = Producer(
                 name,
                 qcfg,
-                db=db,
+                db=self._driver.leased_executor(linger=LEASE_LINGER),
                 executor=self._executor,
                 completer=self._completer,
                 client_id=self.id,
@@ -514,6 +521,7 @@ class Client:
                 liveness=self.liveness,
                 pool_size=self._driver.pool_size(),
                 heartbeat_executor=self._driver.executor(timeout=max(cfg.heartbeat_interval, 5.0)),
+                busy=self._has_backlog,
             )
             await self._maintenance.start()
             if self._failover.read_only:
@@ -666,6 +674,10 @@ class Client:
                 )
 
     # -- introspection (tests, UI) -----------------------------------------------------
+
+    def _has_backlog(self) -> bool:
+        """True while a producer's last claim came back full (jobs are waiting)."""
+        return any(p.backlog for p in self._producers.values())
 
     @property
     def running_jobs(self) -> dict[int, str]:

@@ -259,11 +259,25 @@ class Completer:
     async def _write(self, batch: Sequence[Outcome]) -> None:
         done = [o for o in batch if o.is_plain_completion]
         other = [o for o in batch if not o.is_plain_completion] if len(done) < len(batch) else []
-        if done and other:
+        gone = [o for o in done if o.ephemeral]
+        if gone:
+            done = [o for o in done if not o.ephemeral]
+        groups = [g for g in (done, gone, other) if g]
+        if len(groups) > 1:
             async with self._executor.session() as ex:
-                await ex.job_complete_many(done)
-                await ex.job_set_outcome_many(other)
-        elif done:
-            await self._executor.job_complete_many(done)
+                await self._write_groups(ex, done, gone, other)
         else:
-            await self._executor.job_set_outcome_many(other)
+            await self._write_groups(self._executor, done, gone, other)
+
+    @staticmethod
+    async def _write_groups(
+        ex: Executor, done: list[Outcome], gone: list[Outcome], other: list[Outcome]
+    ) -> None:
+        # Each statement is guarded by the claim, so writing a group again after a lost
+        # reply changes nothing: the groups need no common transaction.
+        if done:
+            await ex.job_complete_many(done)
+        if gone:
+            await ex.job_delete_completed_many(gone)
+        if other:
+            await ex.job_set_outcome_many(other)

@@ -65,12 +65,20 @@ def _int_in(value: object, what: str, low: int, high: int) -> int:
 @typed_init_errors(ConfigError)
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """Settings of one queue this client works: how many of its jobs run at once here."""
+    """Settings of one queue this client works.
+
+    - ``max_workers``: how many of its jobs run at once in this process.
+    - ``ephemeral``: jobs of this queue that complete here are deleted instead of kept
+      as ``completed`` rows (as ``InsertOpts(ephemeral=True)`` does for one job).
+    """
 
     max_workers: int = 100
+    ephemeral: bool = False
 
     def __post_init__(self) -> None:
         _int_in(self.max_workers, "max_workers", 1, 10_000)
+        if not isinstance(self.ephemeral, bool):
+            raise ConfigError(f"ephemeral must be True or False, got {self.ephemeral!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,4 +1,13 @@
-"""Inserting jobs: one, many in one statement, or very many through COPY."""
+"""Inserting jobs: one, many in one statement, or very many through COPY.
+
+The routing here (validation, dedupe, unnest or COPY, one transaction) is written once,
+as coroutines over an :class:`InsertExecutor`, and serves both worlds: ``client.insert``
+awaits it with an asynchronous executor; ``pyriver_async.sync`` drives the very same
+coroutines with an executor whose coroutines block and never suspend, to completion
+in one step, with no event loop (``pyriver_async.sync.run_blocking``). The only thing
+that needs a loop, drawing a big batch's ids while it is being encoded, is turned off
+there (``prefetch_ids=False``).
+"""
 
 from __future__ import annotations
 
@@ -135,17 +144,19 @@ async def insert_many(
     items: Sequence[JobArgs | tuple[JobArgs, InsertOpts | None]],
     *,
     copy_threshold: int | None = None,
+    prefetch_ids: bool = True,
 ) -> list[InsertResult]:
     """Insert every item or none. Every item is validated before anything is sent.
 
     ``copy_threshold`` defaults to the module's ``COPY_THRESHOLD``, read at each call.
+    ``prefetch_ids`` lets a big batch draw its ids concurrently (needs an event loop).
     """
     if copy_threshold is None:
         copy_threshold = COPY_THRESHOLD
     async with ex.session() as s:
         prefetched: asyncio.Future[NextIds] | None = None
         try:
-            if len(items) >= max(copy_threshold, PREFETCH_IDS_FROM):
+            if prefetch_ids and len(items) >= max(copy_threshold, PREFETCH_IDS_FROM):
                 # A big batch: the database draws its ids (on the other core) while the
                 # batch is validated and encoded here. Drawing ids writes no row; a batch
                 # refused below leaves a gap in the sequence, as a rolled back insert does.

@@ -65,6 +65,8 @@ class Outcome:
     # The job's max_attempts (0: unknown), for the completer's fallback when the
     # database refuses this outcome.
     max_attempts: int = 0
+    # Completed: delete the row instead of keeping it (QueueConfig/InsertOpts ephemeral).
+    ephemeral: bool = False
 
     @classmethod
     def completed(cls, job_id: int, attempt: int, queue: str) -> Outcome:

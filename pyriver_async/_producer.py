@@ -28,7 +28,7 @@ from ._completer import Completer
 from ._config import QueueConfig
 from ._driver import Executor as DriverExecutor
 from ._driver import JobRow
-from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, MAX_ATTEMPTS, QUEUE
+from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, MAX_ATTEMPTS, METADATA, QUEUE
 from ._errors import DatabaseError, MigrationError, TransientDatabaseError
 from ._executor import Executor, cancelled_outcome
 from ._outcome import CancelReason
@@ -36,6 +36,10 @@ from ._outcome import CancelReason
 __all__ = ["Producer"]
 
 log = logging.getLogger("pyriver_async.producer")
+
+# How an ephemeral job's key reads in its metadata's JSON text: a substring test on the
+# row costs less than decoding every job's metadata.
+_EPHEMERAL_MARK = '"pyriver:ephemeral"'
 
 
 class _Slot:
@@ -81,6 +85,7 @@ class Producer:
     ) -> None:
         self.queue = queue
         self.max_workers = config.max_workers
+        self._ephemeral = config.ephemeral
         self._db = db
         self._executor = executor
         self._completer = completer
@@ -146,6 +151,11 @@ class Producer:
             return False
         slot.cancel(CancelReason.CANCEL)
         return True
+
+    @property
+    def backlog(self) -> bool:
+        """True while the last claim came back full: more jobs are waiting."""
+        return self._backlog
 
     @property
     def job_names(self) -> dict[int, str]:
@@ -388,6 +398,10 @@ class Producer:
         outside = task.cancelling() > slot.requested
         outcome.attempted_at = rec[ATTEMPTED_AT]
         outcome.max_attempts = rec[MAX_ATTEMPTS]
+        if outcome.state == "completed" and (
+            self._ephemeral or _EPHEMERAL_MARK in (rec[METADATA] or "")
+        ):
+            outcome.ephemeral = True
         self._completer.add(outcome)
         if outcome.state == "available" and outcome.scheduled_at is not None:
             # A short snooze: look again when it becomes claimable.

@@ -127,6 +127,7 @@ class Queries:
     job_next_ids: Query
     job_claim: Query
     job_complete_many: Query
+    job_delete_completed_many: Query
     job_set_outcome_many: Query
     job_release_orphans: Query
     job_get: Query
@@ -135,6 +136,8 @@ class Queries:
     job_rescue: Query
     job_rescue_by_age: Query
     job_clean: Query
+    # job.sql: inserts from other libraries (issue 17)
+    job_copy_from_stdin: Query
     # queue.sql
     queue_pause: Query
     queue_resume: Query

@@ -25,6 +25,7 @@ import asyncpg
 
 from ..._errors import ConfigError, ConnectionLostError, DatabaseError
 from ..queries import Queries
+from ._base import Lease
 from .errors import as_library_error
 from .executor import AsyncpgExecutor
 from .listener import AsyncpgListener
@@ -35,6 +36,10 @@ log = logging.getLogger("pyriver_async.driver")
 
 # Connections the client's own pool lends to single inserts between calls.
 MAX_SPARES = 2
+# How long an application's pool lends a connection to inserts that follow one another
+# before it goes back (seconds): long enough for a burst, too short to matter to the
+# application's other users of its pool.
+USER_POOL_LINGER = 0.1
 # While writes are refused as read-only, the pool is recycled at most this often (s).
 RECYCLE_EVERY = 1.0
 
@@ -103,6 +108,8 @@ class AsyncpgDriver:
         self.queries = Queries.for_schema(schema)
         self._lock = asyncio.Lock()
         self._spares: list[Any] = []
+        self._leases: list[Lease] = []
+        self._insert_lease: Lease | None = None
         #: Told (synchronously) of each error that says the server is read-only, and of
         #: each connection lost under an engine statement.
         self.on_read_only: Callable[[BaseException], None] | None = None
@@ -155,6 +162,16 @@ class AsyncpgDriver:
             observer=self._observe,
         )
 
+    def leased_executor(self, *, linger: float = 1.0) -> AsyncpgExecutor:
+        """An executor keeping its connection between calls less than ``linger`` apart
+        (a producer's claims, the completer's flushes); see :class:`Lease`."""
+        assert self._pool is not None, "open() first"
+        lease = Lease(self._pool, linger=linger, timeout=self._timeout)
+        self._leases.append(lease)
+        return AsyncpgExecutor(
+            self.queries, lease=lease, timeout=self._timeout, observer=self._observe
+        )
+
     def bind(self, conn: Any) -> AsyncpgExecutor:
         """An executor on the caller's connection or pool (no timeout of ours)."""
         if isinstance(conn, asyncpg.Pool):
@@ -173,8 +190,12 @@ class AsyncpgDriver:
         """
         pool = await self.open()
         if not self.owns_pool:
-            async with pool.acquire() as conn:
-                yield AsyncpgExecutor(self.queries, conn=conn, observer=self._observe)
+            # An application's pool: a connection kept for a moment between inserts
+            # spares each insert of a burst the pool's round (and its reset query).
+            if self._insert_lease is None:
+                self._insert_lease = Lease(pool, linger=USER_POOL_LINGER, timeout=None)
+                self._leases.append(self._insert_lease)
+            yield AsyncpgExecutor(self.queries, lease=self._insert_lease, observer=self._observe)
             return
         generation = self._generation
         conn = self._spares.pop() if self._spares else await pool.acquire()
@@ -258,10 +279,16 @@ class AsyncpgDriver:
             return
         self._generation += 1
         self.recycles += 1
-        await self.release_spares()
         await pool.expire_connections()
+        await self.release_spares()
+        # Connections kept by leases go back now: released, the pool closes them.
+        for lease in self._leases:
+            await lease.close()
 
     async def release_spares(self) -> None:
+        """Give back every connection kept between calls (spares and leases)."""
+        for lease in self._leases:
+            await lease.close()
         while self._spares:
             conn = self._spares.pop()
             if self._pool is not None:

@@ -8,11 +8,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import msgspec
-
 from ..._aio import settle
 from ..._outcome import Outcome
 from ..columns import JOB_COLUMNS
+from ..queries import Query
 from ..records import (
     COPY_COLUMNS,
     InsertedRow,
@@ -20,13 +19,14 @@ from ..records import (
     NextIds,
     RescueCounts,
     ScheduleCounts,
+    insert_many_values,
+    insert_values,
     match_inserted,
 )
 from ._base import Base, rowcount
 
 __all__ = ["JobQueries"]
 
-_JSON = msgspec.json.encode
 _SKIPPED = len(JOB_COLUMNS)  # job_insert_many: job columns, then skipped, then ord
 _ORD = _SKIPPED + 1
 
@@ -38,41 +38,13 @@ class JobQueries(Base):
 
     async def job_insert(self, p: InsertParams, *, timeout: float | None = None) -> InsertedRow:
         q = self._queries.job_insert
-        rec = await self._fetchrow(
-            q,
-            q.bind(
-                args=p.encoded_args,
-                kind=p.kind,
-                max_attempts=p.max_attempts,
-                metadata=p.metadata,
-                priority=p.priority,
-                queue=p.queue,
-                scheduled_at=p.scheduled_at,
-                tags=p.tags,
-                unique_key=p.unique_key,
-                unique_states=p.unique_states,
-            ),
-            timeout,
-        )
+        rec = await self._fetchrow(q, q.bind(**insert_values(p)), timeout)
         return InsertedRow(rec, bool(rec["skipped"]))
 
     async def job_insert_many(self, ps: Sequence[InsertParams]) -> list[InsertedRow]:
         q = self._queries.job_insert_many
         rows = await self._fetch(
-            q,
-            q.bind(
-                args=[p.encoded_args for p in ps],
-                kind=[p.kind for p in ps],
-                max_attempts=[p.max_attempts for p in ps],
-                metadata=[p.metadata for p in ps],
-                priority=[p.priority for p in ps],
-                queue=[p.queue for p in ps],
-                scheduled_at=[p.scheduled_at for p in ps],
-                tags=[_JSON(p.tags).decode() if p.tags else None for p in ps],
-                unique_key=[p.unique_key for p in ps],
-                unique_states=[p.unique_states for p in ps],
-                sequence=self._queries.job_sequence,
-            ),
+            q, q.bind(**insert_many_values(ps, sequence=self._queries.job_sequence))
         )
         return match_inserted(rows, ps, skipped_at=_SKIPPED, ord_at=_ORD)
 
@@ -134,7 +106,13 @@ class JobQueries(Base):
         return rows
 
     async def job_complete_many(self, outcomes: Sequence[Outcome]) -> int:
-        q = self._queries.job_complete_many
+        return await self._by_claim(self._queries.job_complete_many, outcomes)
+
+    async def job_delete_completed_many(self, outcomes: Sequence[Outcome]) -> int:
+        return await self._by_claim(self._queries.job_delete_completed_many, outcomes)
+
+    async def _by_claim(self, q: Query, outcomes: Sequence[Outcome]) -> int:
+        """Run ``q`` over the jobs of ``outcomes``, each found by its claim."""
         rows = await self._fetch(
             q,
             q.bind(

@@ -80,6 +80,14 @@ FROM inserted AS i
 SELECT count(pg_notify({insert_channel}, json_build_object('queue', q)::text))
 FROM unnest(@queues::text[]) AS q;
 
+-- name: job_copy_from_stdin
+-- The COPY path for drivers that send the COPY statement themselves (psycopg; asyncpg's
+-- copy_records_to_table writes its own). The columns are records.COPY_COLUMNS, in order.
+COPY {schema}.river_job (
+    id, args, kind, max_attempts, metadata, priority, queue, scheduled_at, created_at,
+    state, tags
+) FROM STDIN;
+
 -- name: job_next_ids
 -- The COPY fast path's one statement before the COPY: @n ids, the database's clock,
 -- and the wake-ups. @queues are the batch's queues and @first_at the earliest
@@ -139,6 +147,17 @@ RETURNING {job_columns_j};
 UPDATE {schema}.river_job AS j
 SET state = 'completed', finalized_at = now()
 FROM unnest(@id::bigint[], @attempt::smallint[], @attempted_at::timestamptz[])
+    AS u(id, attempt, attempted_at)
+WHERE j.id = u.id
+    AND j.state::text = 'running' AND j.attempt = u.attempt
+    AND j.attempted_at = u.attempted_at
+RETURNING j.id;
+
+-- name: job_delete_completed_many
+-- Ephemeral jobs that returned normally are deleted instead of updated: a DELETE
+-- writes no new row version and no index entry. Guarded by the claim as above.
+DELETE FROM {schema}.river_job AS j
+USING unnest(@id::bigint[], @attempt::smallint[], @attempted_at::timestamptz[])
     AS u(id, attempt, attempted_at)
 WHERE j.id = u.id
     AND j.state::text = 'running' AND j.attempt = u.attempt
