@@ -70,15 +70,27 @@ class QueueConfig:
     - ``max_workers``: how many of its jobs run at once in this process.
     - ``ephemeral``: jobs of this queue that complete here are deleted instead of kept
       as ``completed`` rows (as ``InsertOpts(ephemeral=True)`` does for one job).
+    - ``max_threads``: of those, how many blocking (plain ``def``) workers run at once
+      in threads (default ``None``: as many as ``max_workers``, so a claimed job never
+      waits for a thread; lower it to bound the threads of a queue that mixes kinds).
     """
 
     max_workers: int = 100
     ephemeral: bool = False
+    # -- blocking workers (issue 19) --
+    max_threads: int | None = None
 
     def __post_init__(self) -> None:
         _int_in(self.max_workers, "max_workers", 1, 10_000)
         if not isinstance(self.ephemeral, bool):
             raise ConfigError(f"ephemeral must be True or False, got {self.ephemeral!r}")
+        if self.max_threads is not None:
+            _int_in(self.max_threads, "max_threads", 1, 10_000)
+
+    @property
+    def thread_limit(self) -> int:
+        """How many blocking jobs of this queue run at once."""
+        return self.max_threads if self.max_threads is not None else self.max_workers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

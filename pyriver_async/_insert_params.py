@@ -111,6 +111,10 @@ def _encode_json(value: Any) -> tuple[bytes | None, str]:
     return (None, why) if why else (raw, "")
 
 
+# The same check for other JSON the library stores (job output, middleware metadata).
+encode_json = _encode_json
+
+
 def _unstorable(raw: bytes, value: Any) -> str:
     """Why the JSON ``raw`` (msgspec's encoding of ``value``) cannot be stored, or ""."""
     if b"\\u0000" in raw and _JSON_NUL.search(raw):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,8 @@ class Notifier:
         self._logged_failing = self._logged_unavailable = False
         # What the first attempt to listen ended with (None: it listens).
         self._first: asyncio.Future[BaseException | None] | None = None
+        # When the current outage began (monotonic), for the one line saying it ended.
+        self._lost_at: float | None = None
 
     def start(self) -> None:
         self._first = asyncio.get_running_loop().create_future()
@@ -114,6 +117,7 @@ class Notifier:
             if self.connected.is_set():
                 # It was up: a new outage starts the backoff from the beginning.
                 delays = reconnect_delays(0.1, 5.0)
+                self._lost_at = time.monotonic()
             self.connected.clear()
             self._on_connected(False)
             if self._retry_now.is_set():
@@ -149,6 +153,13 @@ class Notifier:
             await listener.listen(self._channels, self._dispatch)
             self._retry_now.clear()
             self._logged_failing = self._logged_unavailable = False
+            if self._lost_at is not None:
+                log.info(
+                    "notifier reconnected after %.1fs (%d attempts); producers resume listening",
+                    time.monotonic() - self._lost_at,
+                    self.reconnects,
+                )
+                self._lost_at = None
             self.connected.set()
             self._first_done(None)
             self._on_connected(True)

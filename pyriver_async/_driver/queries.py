@@ -29,8 +29,15 @@ _FRAGMENT_RE = re.compile(r"\{(_\w+)\}")
 # Columns sent back as a plainer type: unique_states (bit(8)) as an int; state (an
 # enum) as text, since asyncpg introspects an enum type on every connection that
 # first meets it (a catalog query: the first claim on a fresh connection took ~20 ms
-# instead of ~2 ms).
-_RESULT_CASTS = {"unique_states": "int", "state": "text"}
+# instead of ~2 ms); the JSON columns as text, which the library decodes itself, so a
+# JSON codec the application registered on its connections never decodes ours.
+_RESULT_CASTS = {
+    "unique_states": "int",
+    "state": "text",
+    "args": "text",
+    "metadata": "text",
+    "errors": "text[]",
+}
 
 
 def quote_ident(name: str) -> str:
@@ -132,6 +139,8 @@ class Queries:
     job_release_orphans: Query
     job_get: Query
     job_cancel: Query
+    # -- client.wait (issue 19) --
+    job_mark_waited: Query
     job_schedule: Query
     job_rescue: Query
     job_rescue_by_age: Query
@@ -175,6 +184,8 @@ class Queries:
     schema_create: Query
     schema_columns: Query
     schema_indexes: Query
+    # -- telemetry.sql (issue 19) --
+    job_count_by_queue_state: Query
 
     @staticmethod
     @cache

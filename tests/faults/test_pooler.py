@@ -151,6 +151,10 @@ async def test_pooler_without_a_direct_listen_polls_and_says_so(
         while job.id not in done:
             assert loop.time() < deadline
             await asyncio.sleep(0.02)
+        # client.wait() has no LISTEN to be woken by either: it polls, and returns.
+        other = (await client.insert(Hop(n=1))).job
+        finished = await client.wait(other.id, timeout=10)
+        assert finished.state.value == "completed"
     assert any("does not LISTEN" in r.getMessage() for r in caplog.records)
 
 

@@ -18,7 +18,7 @@ from pyriver_async import (
     QueueConfig,
     Workers,
 )
-from tests._support import next_event
+from tests._support import events_for, next_event
 
 
 class Ok(JobArgs, kind="ephemeral_ok"):
@@ -65,8 +65,8 @@ async def test_an_ephemeral_job_is_deleted_when_it_completes(
     sub = client.subscribe()
     gone = await client.insert(Ok(n=1), InsertOpts(ephemeral=True))
     kept = await client.insert(Ok(n=2))
-    assert (await next_event(sub, gone.job.id)).state == "completed"
-    assert (await next_event(sub, kept.job.id)).state == "completed"
+    events = await events_for(sub, {gone.job.id, kept.job.id}, timeout=10)
+    assert {ev.state for ev in events.values()} == {"completed"}
     assert not await _exists(pool, gone.job.id)
     assert await _exists(pool, kept.job.id)
 
@@ -84,8 +84,8 @@ async def test_every_job_of_an_ephemeral_queue_is_deleted_when_it_completes(
 ) -> None:
     sub = client.subscribe()
     results = await client.insert_many([(Ok(n=i), InsertOpts(queue="fleeting")) for i in range(60)])
-    for r in results:
-        assert (await next_event(sub, r.job.id)).state == "completed"
+    events = await events_for(sub, {r.job.id for r in results}, timeout=10)
+    assert {ev.state for ev in events.values()} == {"completed"}
     n = await pool.fetchval("SELECT count(*) FROM river_job WHERE queue = 'fleeting'")
     assert n == 0
 

@@ -185,12 +185,20 @@ class Base:
         if self._conn is not None:
             yield self
             return
+        in_body = False
         try:
             async with self._connection() as conn:
+                in_body = True
                 yield type(self)(
                     self._queries, conn=conn, timeout=self._timeout, observer=self._observer
                 )
+                in_body = False
         except Exception as exc:
+            if in_body:
+                # Raised by the caller's block (its own queries translate their
+                # errors; anything else, say an insert middleware's refusal, is the
+                # caller's and passes as it is).
+                raise
             raise self._error(exc)
 
     def in_transaction(self) -> bool:

@@ -5,12 +5,19 @@ from __future__ import annotations
 from .jobs import JobQueries
 from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
 from .migrations import MigrationQueries
+from .telemetry import TelemetryQueries
 
 __all__ = ["AsyncpgExecutor"]
 
 
 class AsyncpgExecutor(
-    JobQueries, QueueQueries, LeaderQueries, ClientQueries, PgQueries, MigrationQueries
+    JobQueries,
+    QueueQueries,
+    LeaderQueries,
+    ClientQueries,
+    PgQueries,
+    MigrationQueries,
+    TelemetryQueries,
 ):
     """Bound to one asyncpg connection (``conn=``) or borrowing from a pool (``pool=``).
 

@@ -25,7 +25,6 @@ import sqlalchemy.exc
 
 from ..._errors import ConfigError
 from .. import InsertExecutor
-from ..columns import ARGS, ERRORS, METADATA
 from ..queries import Queries
 from ..records import InsertedRow, InsertParams, NextIds
 from ..sqlstate import error_from_sqlstate
@@ -46,26 +45,6 @@ def _translated(schema: str) -> Iterator[None]:
     except sqlalchemy.exc.DBAPIError as exc:
         lost = exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.OperationalError)
         raise error_from_sqlstate(exc, getattr(exc.orig, "sqlstate", None), schema, connection=lost)
-
-
-def _as_text(value: Any) -> Any:
-    return value if value is None or isinstance(value, str) else _encode(value).decode()
-
-
-def _json_as_text(ins: InsertedRow) -> InsertedRow:
-    """The row with its json values as text, as the row decoder reads them.
-
-    SQLAlchemy's asyncpg dialect gives every connection a jsonb codec that returns
-    Python values (its json_deserializer); the library's statements then get them too.
-    """
-    row = ins.row
-    if row[ARGS] is None or isinstance(row[ARGS], str):
-        return ins
-    fixed = list(row)
-    fixed[ARGS] = _as_text(row[ARGS])
-    fixed[METADATA] = _as_text(row[METADATA])
-    fixed[ERRORS] = [_as_text(e) for e in row[ERRORS]] if row[ERRORS] else row[ERRORS]
-    return InsertedRow(fixed, ins.skipped)
 
 
 def _driver_executor(driver: Any, queries: Queries, *, sync: bool) -> InsertExecutor:
@@ -127,10 +106,10 @@ class _SqlalchemyBase:
             yield
 
     async def job_insert(self, p: InsertParams, *, timeout: float | None = None) -> InsertedRow:
-        return _json_as_text(await (await self._bound()).job_insert(p, timeout=timeout))
+        return await (await self._bound()).job_insert(p, timeout=timeout)
 
     async def job_insert_many(self, ps: Sequence[InsertParams]) -> list[InsertedRow]:
-        return [_json_as_text(r) for r in await (await self._bound()).job_insert_many(ps)]
+        return await (await self._bound()).job_insert_many(ps)
 
     async def job_next_ids(
         self, *, n: int, queues: Sequence[str], first_at: Sequence[datetime | None]
