@@ -103,6 +103,10 @@ class ReadOnlyWatch:
             try:
                 await self._recycle()
                 if await self._writable():
+                    # Connections opened since the recycle, before the DSN pointed at
+                    # the new primary, may still reach the old one: once more, so every
+                    # connection from now on was opened after a writable server answered.
+                    await self._recycle()
                     break
             except asyncio.CancelledError:
                 raise
