@@ -7,6 +7,16 @@ from ._args import InsertOpts, JobArgs, UniqueOpts
 from ._client import Client
 from ._config import QueueConfig
 from ._context import MAX_OUTPUT_BYTES, JobContext
+from ._control import (
+    ClientInfo,
+    JobActionResult,
+    JobFilter,
+    JobOrder,
+    JobPage,
+    LeaderInfo,
+    QueueInfo,
+    QueueUse,
+)
 from ._driver.records import HorizonHolder
 from ._errors import (
     ClientClosedError,
@@ -14,10 +24,12 @@ from ._errors import (
     ConnectionLostError,
     DatabaseError,
     InvalidArgsError,
+    InvalidFilterError,
     InvalidOptsError,
     InvalidOutputError,
     JobCancel,
     JobNotFoundError,
+    JobRefusedError,
     JobSnooze,
     JobTimeoutError,
     KindConflictError,
@@ -25,6 +37,7 @@ from ._errors import (
     MigrationError,
     OutputTooLargeError,
     PyRiverError,
+    QueueNotFoundError,
     SchemaNotMigratedError,
     SchemaVersionError,
     TransientDatabaseError,
@@ -33,6 +46,7 @@ from ._errors import (
 )
 from ._events import JobEvent, Subscription
 from ._insert import InsertResult
+from ._insights import Insights
 from ._job import AttemptError, Job, JobState
 from ._middleware import (
     ErrorHandler,
@@ -57,6 +71,7 @@ __all__ = [
     "AttemptError",
     "Client",
     "ClientClosedError",
+    "ClientInfo",
     "ConfigError",
     "ConnectionLostError",
     "DatabaseError",
@@ -69,20 +84,28 @@ __all__ = [
     "InsertMiddleware",
     "InsertOpts",
     "InsertResult",
+    "Insights",
     "InvalidArgsError",
+    "InvalidFilterError",
     "InvalidOptsError",
     "InvalidOutputError",
     "Job",
+    "JobActionResult",
     "JobArgs",
     "JobCancel",
     "JobContext",
     "JobEvent",
+    "JobFilter",
     "JobInsert",
     "JobNotFoundError",
+    "JobOrder",
+    "JobPage",
+    "JobRefusedError",
     "JobSnooze",
     "JobState",
     "JobTimeoutError",
     "KindConflictError",
+    "LeaderInfo",
     "ListenUnavailableError",
     "Middleware",
     "MigrationError",
@@ -92,6 +115,9 @@ __all__ = [
     "PeriodicJobs",
     "PyRiverError",
     "QueueConfig",
+    "QueueInfo",
+    "QueueNotFoundError",
+    "QueueUse",
     "SchemaNotMigratedError",
     "SchemaVersionError",
     "Subscription",

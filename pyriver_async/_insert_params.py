@@ -341,6 +341,7 @@ def build_insert_params(
     metadata = "{}"
     ukey: bytes | None = None
     ustates: int | None = None
+    on_conflict = 0
     if o is not None:
         if o.queue is not None:
             queue = o.queue
@@ -371,6 +372,7 @@ def build_insert_params(
                 now = datetime.now(UTC)
             ukey = unique_key(kind, queue, encoded, o.unique, now)
             ustates = o.unique.states_mask
+            on_conflict = o.unique.conflict_mask
     if queue not in _valid_queues:
         validate_queue(queue)
         if len(_valid_queues) < 1000:
@@ -387,6 +389,7 @@ def build_insert_params(
         tags=tags,
         unique_key=ukey,
         unique_states=ustates,
+        unique_on_conflict=on_conflict,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .control import ControlQueries
+from .insights import InsightQueries
 from .jobs import JobQueries
 from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
 from .migrations import MigrationQueries
@@ -18,6 +20,8 @@ class AsyncpgExecutor(
     PgQueries,
     MigrationQueries,
     TelemetryQueries,
+    ControlQueries,
+    InsightQueries,
 ):
     """Bound to one asyncpg connection (``conn=``) or borrowing from a pool (``pool=``).
 
