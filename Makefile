@@ -1,17 +1,21 @@
 # A newcomer's guide: `make demo` runs the demo, `make test` runs lint, types and tests.
 # Both make the virtualenv (.venv) and install what they need on first use.
+# The venv is built with the Python CI tests (3.12, see .ci/find-python); give
+# PYTHON=... for another supported one (3.11.8 or newer): the venv is then rebuilt.
 
-PYTHON ?= python3
+PYTHON ?= $(shell .ci/find-python)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-$(notdir $(PYTHON))
 
-.PHONY: install demo test pytest lint format bench clean
+.PHONY: install demo test pytest lint format bench chaos clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "no Python >= 3.11.8: give PYTHON=..."; exit 1; }
+	rm -f $(VENV)/.installed*
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
@@ -33,6 +37,9 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+chaos: install
+	$(PY) -m benchmarks chaos $(CHAOS_ARGS)
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'

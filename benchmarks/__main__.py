@@ -5,7 +5,8 @@ minutes). ``--full`` uses the sizes of the performance plan and adds the
 multi-process drains, scale, soak, the peer comparison and round two (issue 23's
 table; about an hour on a 2-core machine). ``--only throughput,latency`` picks
 benchmarks (``--only round2``: that table alone); anything after ``--`` is passed
-to each of them. Each benchmark runs in its own process with its
+to each of them. ``python -m benchmarks chaos`` runs the chaos matrix instead
+(benchmarks/chaos.py). Each benchmark runs in its own process with its
 own throwaway database and writes ``benchmarks/results/latest-<name>.json``; the
 headline figures and the performance plan's targets are printed at the end.
 """
@@ -32,6 +33,8 @@ QUICK: dict[str, list[str]] = {
     "soak": ["--jobs", "200000"],
     "compare": ["--jobs", "5000", "--procrastinate-jobs", "1500", "--latency-jobs", "300"],
     "round2": [],
+    "horizon": ["--jobs", "5000", "--batches", "3"],
+    "pooler": ["--single", "300", "--jobs", "5000"],
 }
 FULL: dict[str, list[str]] = {
     "throughput": ["--jobs", "20000,200000", "--workers", "10,100,1000", "--processes", "1,2,4"],
@@ -41,12 +44,24 @@ FULL: dict[str, list[str]] = {
     "soak": [],
     "compare": [],
     "round2": [],
+    "horizon": [],
+    "pooler": [],
 }
 # --full runs at least this many rounds of these: the per-run ratio to pgqueuer moves
 # by about ±10 % on a shared 2-core machine, so its median wants more than 3.
 FULL_MIN_RUNS = {"compare": 5, "round2": 5}
 QUICK_SET = ["throughput", "latency", "insert"]
-ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare", "round2"]
+ORDER = [
+    "throughput",
+    "latency",
+    "insert",
+    "scale",
+    "soak",
+    "compare",
+    "round2",
+    "horizon",
+    "pooler",
+]
 # generous bounds per benchmark (seconds): a run past them is stopped
 LIMITS = {
     "throughput": 2400,
@@ -56,6 +71,8 @@ LIMITS = {
     "soak": 2400,
     "compare": 2400,
     "round2": 2400,
+    "horizon": 900,
+    "pooler": 600,
 }
 
 
@@ -174,6 +191,11 @@ def headline(names: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["chaos"]:
+        # The chaos matrix: faults on throwaway clusters, not a speed measurement.
+        from benchmarks import chaos
+
+        return chaos.main(argv[1:])
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")
@@ -194,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     for name in names:
         cmd = [sys.executable, "-m", f"benchmarks.{name}", *sizes[name]]
-        if name != "soak":
+        if name not in ("soak", "horizon"):
             runs = max(args.runs, FULL_MIN_RUNS.get(name, 0)) if args.full else args.runs
             cmd += ["--runs", str(runs)]
         if args.no_uvloop:

@@ -17,6 +17,7 @@ from ._control import (
     QueueInfo,
     QueueUse,
 )
+from ._driver.records import HorizonHolder
 from ._errors import (
     ClientClosedError,
     ConfigError,
@@ -32,6 +33,7 @@ from ._errors import (
     JobSnooze,
     JobTimeoutError,
     KindConflictError,
+    ListenUnavailableError,
     MigrationError,
     OutputTooLargeError,
     PyRiverError,
@@ -77,6 +79,7 @@ __all__ = [
     "ErrorOverride",
     "Hook",
     "HookEvent",
+    "HorizonHolder",
     "InsertBatch",
     "InsertMiddleware",
     "InsertOpts",
@@ -103,6 +106,7 @@ __all__ = [
     "JobTimeoutError",
     "KindConflictError",
     "LeaderInfo",
+    "ListenUnavailableError",
     "Middleware",
     "MigrationError",
     "OutputTooLargeError",

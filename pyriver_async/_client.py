@@ -34,10 +34,12 @@ from ._driver import Executor as DriverExecutor
 from ._driver import InsertExecutor, Queries
 from ._driver.asyncpg import AsyncpgDriver
 from ._driver.connections import ClientDatabase, InsertConnection
+from ._driver.records import HorizonHolder
 from ._driver.resolve import executor_for, insert_executor_for
-from ._errors import ClientClosedError, ConfigError, JobNotFoundError
+from ._errors import ClientClosedError, ConfigError, JobNotFoundError, ListenUnavailableError
 from ._events import Subscription
 from ._executor import Executor
+from ._failover import ReadOnlyWatch
 from ._insert import InsertResult, insert_many, insert_one
 from ._job import Job, JobState
 from ._lifecycle import Lifecycle
@@ -143,6 +145,25 @@ class Client:
     - ``telemetry``: ``True`` (default): OpenTelemetry spans and metrics when an SDK
       is configured at start, nothing (no cost) otherwise; ``False``: off; or a
       :class:`Telemetry` with providers of its own.
+
+    Poolers, failover, the vacuum horizon (see ``docs/operations.md``):
+
+    - ``pooler="transaction"``: the DSN goes through a transaction-mode pooler
+      (PgBouncer ``pool_mode=transaction``): the pool made from it keeps no named
+      prepared statements, and LISTEN needs ``listen_database_url``, a direct
+      connection; without one the client listens to nothing and producers poll every
+      ``fetch_poll_interval``. (An application's own pool: create it with
+      ``statement_cache_size=0``.) A LISTEN that hears nothing (a transaction pooler
+      not declared) makes :meth:`start` raise :class:`ListenUnavailableError`.
+    - ``listen_database_url``: a DSN for the LISTEN connection alone.
+    - ``horizon_warning_after`` (default 60 s; 0: off): the leader logs a warning
+      naming any transaction that has held the vacuum horizon back for this long
+      (:meth:`horizon_holders` asks the same).
+
+    When the database turns read-only (a failover: writes refused with SQLSTATE
+    25006), the client logs it once, stops claiming, gives up leadership, reopens its
+    connections until a server takes writes, then resumes by itself; running jobs'
+    outcomes wait and are written after the switch.
     """
 
     def __init__(
@@ -179,6 +200,10 @@ class Client:
         hooks: Sequence[object] = (),
         error_handler: ErrorHandler | None = None,
         telemetry: bool | Telemetry = True,
+        # -- poolers, failover, the vacuum horizon (issue 22) --------------------------
+        pooler: str | None = None,
+        listen_database_url: str | None = None,
+        horizon_warning_after: timedelta | float = 60.0,
     ) -> None:
         self.config = ClientConfig.build(
             schema=schema,
@@ -201,13 +226,20 @@ class Client:
             pool_max_size=pool_max_size,
             check_schema=check_schema,
             statement_timeout=statement_timeout,
+            pooler=pooler,
+            listen_database_url=listen_database_url,
+            horizon_warning_after=horizon_warning_after,
         )
+        through_pooler = self.config.pooler == "transaction"
         try:
             self._driver = AsyncpgDriver(
                 database,
                 schema=schema,
                 pool_max_size=self.config.pool_max_size,
                 timeout=self.config.statement_timeout,
+                listen_dsn=self.config.listen_database_url,
+                statement_cache_size=0 if through_pooler else None,
+                listen=not through_pooler or self.config.listen_database_url is not None,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
@@ -233,6 +265,7 @@ class Client:
         self._notifier: Notifier | None = None
         self._executor: Executor | None = None
         self._maintenance: Any = None
+        self._failover: ReadOnlyWatch | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._subscriptions: list[Subscription] = []
         self._started = False
@@ -422,6 +455,22 @@ class Client:
             validate_queue(queue)
         await (await self._db(conn)).queue_resume(name=queue)
         self._apply_pause(queue, False)
+
+    async def horizon_holders(
+        self, *, older_than: timedelta | float = 60.0, conn: InsertConnection | None = None
+    ) -> list[HorizonHolder]:
+        """What holds this database's vacuum horizon back for longer than
+        ``older_than``, oldest first: sessions with an old transaction (pid,
+        application, age, query), prepared transactions, inactive replication slots.
+        While one does, VACUUM removes no dead row version newer than it and every
+        claim gets slower; ending it is the fix (see docs/operations.md). Other roles'
+        sessions show only to a superuser or a member of ``pg_monitor``."""
+        from ._config import to_seconds
+        from ._maintenance.horizon import horizon_holders
+
+        seconds = to_seconds(older_than, "older_than")
+        assert seconds is not None
+        return await horizon_holders(await self._db(conn), older_than=seconds)
 
     def _apply_pause(self, queue: str, paused: bool) -> None:
         for name, p in self._producers.items():
@@ -679,6 +728,37 @@ class Client:
         elif channel == q.leadership_channel and self._maintenance is not None:
             self._maintenance.on_leadership_message(msg)
 
+    def _on_read_only(self) -> None:
+        for p in self._producers.values():
+            p.set_held(True)
+        if self._maintenance is not None:
+            self._maintenance.hold_leadership(True)
+        if self._notifier is not None:
+            self._notifier.reconnect()
+
+    def _on_writable(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.hold_leadership(False)
+        for p in self._producers.values():
+            p.set_held(False)
+        if self._completer is not None:
+            self._completer.retry_now()
+        if self._notifier is not None and not self._notifier.connected.is_set():
+            self._notifier.reconnect()
+
+    def _on_connection_lost(self, _exc: BaseException) -> None:
+        # Whatever the lost connection had written may be gone with its server (a
+        # failover): claims of ours whose outcome it recorded would stay running.
+        for p in self._producers.values():
+            p.look_for_orphans()
+
+    def _wake_producers(self) -> None:
+        for p in self._producers.values():
+            p.notify()
+
+    async def _writable(self) -> bool:
+        return await self._driver.executor().pg_writable()
+
     def _on_notifier_connected(self, connected: bool) -> None:
         # Back after an outage: fetch now what arrived while we could not hear it.
         if connected:
@@ -728,6 +808,39 @@ class Client:
         self._stopping = None
         if not self.queues and not cfg.maintenance:
             return
+        self._failover = ReadOnlyWatch(
+            recycle=self._driver.recycle,
+            writable=self._writable,
+            on_read_only=self._on_read_only,
+            on_writable=self._on_writable,
+        )
+        self._driver.on_read_only = self._failover.signal
+        self._driver.on_connection_lost = self._on_connection_lost
+        q = self._driver.queries
+        listener = self._driver.listener()
+        if listener is not None:
+            channels = [q.insert_channel, q.control_channel, q.leadership_channel]
+            self._notifier = Notifier(
+                listener, channels, self._on_notification, self._on_notifier_connected
+            )
+            self._notifier.start()
+            # A LISTEN that hears nothing is a setting to change: said here, at once.
+            # Anything else (the server away, read-only) the notifier rides out.
+            try:
+                async with asyncio.timeout(10.0):
+                    first = await self._notifier.first_attempt()
+            except TimeoutError:
+                first = None
+            if isinstance(first, ListenUnavailableError):
+                await self._abort_start()
+                raise first
+        elif self.queues:
+            log.warning(
+                "pooler=%r and no listen_database_url: the client does not LISTEN, and "
+                "producers find new jobs by polling every %.1fs (fetch_poll_interval)",
+                cfg.pooler,
+                cfg.fetch_poll_interval,
+            )
         _interrupts.install()
         # The completer and each producer keep their connection through a burst (a
         # pool round per statement cost as much as the statement; see Lease), and give
@@ -738,6 +851,8 @@ class Client:
             max_batch=cfg.completer_batch_size,
             on_flushed=self._on_flushed,
         )
+        # Producers stop claiming while outcomes cannot be written: wake them when they can.
+        self._completer.on_recovered = self._wake_producers
         self._completer.start()
         self._resolve_telemetry()
         tel = self._telemetry
@@ -766,13 +881,8 @@ class Client:
                 max_completer_backlog=max(10 * cfg.completer_batch_size, 2 * qcfg.max_workers),
             )
             p.paused = name in paused
+            p.held = self._failover.read_only
             self._producers[name] = p
-        q = self._driver.queries
-        channels = [q.insert_channel, q.control_channel, q.leadership_channel]
-        self._notifier = Notifier(
-            self._driver.listener(), channels, self._on_notification, self._on_notifier_connected
-        )
-        self._notifier.start()
         if cfg.maintenance:
             from ._maintenance import Maintenance
 
@@ -792,10 +902,24 @@ class Client:
             # marked dead by the last stop) must not have fresh claims rescued.
             await self._maintenance.beat_now()
             await self._maintenance.start()
+            if self._failover.read_only:
+                self._maintenance.hold_leadership(True)
         for p in self._producers.values():
             p.start()
             p.notify()  # claim what is already waiting
         self._monitor = asyncio.create_task(self._watch_loop(), name="pyriver-loop-monitor")
+
+    async def _abort_start(self) -> None:
+        """Undo what start() did so far (it is about to raise)."""
+        if self._notifier is not None:
+            await self._notifier.stop()
+            self._notifier = None
+        if self._failover is not None:
+            await self._failover.close()
+            self._failover = None
+        self._driver.on_read_only = self._driver.on_connection_lost = None
+        self._started = False
+        await self._driver.close()
 
     async def stop(self) -> None:
         """Soft stop: claim nothing more, let running jobs finish (up to
@@ -872,6 +996,10 @@ class Client:
         if self._maintenance is not None:
             await self._maintenance.stop()
             self._maintenance = None
+        if self._failover is not None:
+            await self._failover.close()
+            self._failover = None
+        self._driver.on_read_only = self._driver.on_connection_lost = None
         if self._notifier is not None:
             await self._notifier.stop()
             self._notifier = None

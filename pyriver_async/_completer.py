@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
+from ._aio import wait_event
 from ._backoff import default_retry_delay_for, reconnect_delays
 from ._driver import Executor
 from ._errors import DatabaseError, MigrationError, TransientDatabaseError
@@ -90,6 +91,9 @@ class Completer:
         # Outcomes of rows another transaction holds, written on the side (see _hold).
         self._held: list[Outcome] = []
         self._held_task: asyncio.Task[None] | None = None
+        self._retry_now = asyncio.Event()
+        #: Called when writes succeed again after failing (producers claim again).
+        self.on_recovered: Callable[[], None] | None = None
         self.flushes = 0
         #: Outcomes the database refused, whose jobs were put back instead.
         self.put_back = 0
@@ -120,6 +124,10 @@ class Completer:
         while only some rows are locked: claims go on then)."""
         ep = self._episode
         return ep is not None and not ep.rows_only
+
+    def retry_now(self) -> None:
+        """Cut the current backoff short (the database takes writes again)."""
+        self._retry_now.set()
 
     async def wait_idle(self) -> None:
         """Until everything added so far is written."""
@@ -286,7 +294,8 @@ class Completer:
             )
         ep.failures += 1
         if pause:
-            await asyncio.sleep(next(ep.delays))
+            self._retry_now.clear()
+            await wait_event(self._retry_now, next(ep.delays))
 
     def _recovered(self) -> None:
         ep, self._episode = self._episode, None
@@ -296,6 +305,8 @@ class Completer:
                 ep.failures,
                 time.monotonic() - ep.started,
             )
+            if self.on_recovered is not None:
+                self.on_recovered()
 
     async def _refused(
         self, batch: Sequence[Outcome], exc: BaseException, written: list[Outcome]

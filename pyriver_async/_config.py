@@ -10,7 +10,11 @@ from datetime import timedelta
 
 from ._errors import ConfigError, typed_init_errors
 
-__all__ = ["ClientConfig", "QueueConfig", "to_seconds", "to_timeout"]
+__all__ = ["POOLERS", "ClientConfig", "QueueConfig", "to_seconds", "to_timeout"]
+
+#: What ``Client(pooler=...)`` accepts: None (straight to PostgreSQL, or a pooler in
+#: session mode) or ``"transaction"`` (PgBouncer's pool_mode=transaction and the like).
+POOLERS = (None, "transaction")
 
 
 def to_seconds(
@@ -118,6 +122,13 @@ class ClientConfig:
     check_schema: bool = True
     #: Bounds every engine statement and wait for a pool connection (seconds).
     statement_timeout: float = 30.0
+    # -- poolers, failover, the vacuum horizon (issue 22) ---------------------------------
+    #: ``"transaction"``: the client's connections go through a transaction-mode pooler.
+    pooler: str | None = None
+    #: A direct connection for LISTEN (when the pool's go through a pooler).
+    listen_database_url: str | None = None
+    #: The leader warns of a transaction holding the vacuum horizon this long (0: off).
+    horizon_warning_after: float = 60.0
 
     @classmethod
     def build(
@@ -143,6 +154,9 @@ class ClientConfig:
         pool_max_size: int,
         check_schema: bool,
         statement_timeout: timedelta | float,
+        pooler: str | None = None,
+        listen_database_url: str | None = None,
+        horizon_warning_after: timedelta | float = 60.0,
     ) -> ClientConfig:
         """Validate and convert what a user passed to ``Client(...)``."""
 
@@ -155,6 +169,16 @@ class ClientConfig:
             raise ConfigError(f"vacuum_dead_tuples must be an int, got {vacuum_dead_tuples!r}")
         if vacuum_dead_tuples < 0:
             raise ConfigError("vacuum_dead_tuples must be 0 (off) or positive")
+        if pooler not in POOLERS:
+            raise ConfigError(
+                f"pooler must be one of {', '.join(repr(p) for p in POOLERS)}, got {pooler!r}"
+            )
+        if listen_database_url is not None and (
+            not isinstance(listen_database_url, str) or not listen_database_url
+        ):
+            raise ConfigError(
+                f"listen_database_url must be a DSN string, got {listen_database_url!r}"
+            )
         return cls(
             schema=schema,
             job_timeout=to_timeout(job_timeout, "job_timeout"),
@@ -180,4 +204,7 @@ class ClientConfig:
             pool_max_size=_int_in(pool_max_size, "pool_max_size", 1, 10_000),
             check_schema=bool(check_schema),
             statement_timeout=secs(statement_timeout, "statement_timeout", positive=True),
+            pooler=pooler,
+            listen_database_url=listen_database_url,
+            horizon_warning_after=secs(horizon_warning_after, "horizon_warning_after"),
         )

@@ -4,6 +4,7 @@
 
     PyRiverError
     ├── ConfigError                    a client, queue or worker setting is invalid
+    │   └── ListenUnavailableError     LISTEN hears nothing (a transaction pooler)
     ├── InvalidOptsError               insert options refused before anything is written
     ├── InvalidArgsError               job args cannot be stored (or decoded)
     ├── KindConflictError              two classes claim one kind / malformed kind
@@ -48,6 +49,7 @@ __all__ = [
     "JobSnooze",
     "JobTimeoutError",
     "KindConflictError",
+    "ListenUnavailableError",
     "MigrationError",
     "OutputTooLargeError",
     "PyRiverError",
@@ -97,6 +99,12 @@ def typed_init_errors(error: type[PyRiverError]) -> Callable[[_C], _C]:
 
 class ConfigError(PyRiverError, ValueError):
     """A client, queue or worker setting is invalid."""
+
+
+class ListenUnavailableError(ConfigError):
+    """LISTEN on the client's connection receives no notifications: it goes through a
+    transaction-mode pooler, or reaches another database than the pool. Give the
+    client ``listen_database_url=`` (a direct connection), see docs/operations.md."""
 
 
 class InvalidOptsError(PyRiverError, ValueError):

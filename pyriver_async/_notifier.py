@@ -5,6 +5,13 @@ as it runs. When that connection
 is lost it tells its subscribers (producers fall back to polling), then reconnects
 with backoff and re-LISTENs; it tells them again once it is back, so they can
 fetch whatever arrived while it was away.
+
+Each connection is checked before it counts as listening (see the driver's
+listener): a read-only server (a failover under way) or a LISTEN that hears nothing
+(a transaction-mode pooler) is refused, logged, and tried again with backoff.
+:meth:`Notifier.reconnect` gives the connection up at once, so that the next one is
+opened afresh (the client does it when the server turns read-only, and again when it
+takes writes, so the LISTEN follows the primary through a failover).
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ from typing import Any
 
 import msgspec
 
-from ._aio import cancel_and_wait
+from ._aio import cancel_and_wait, wait_event
 from ._backoff import reconnect_delays
 from ._driver import Listener
+from ._errors import ConnectionLostError, ListenUnavailableError
 
 __all__ = ["Notifier"]
 
@@ -48,11 +56,31 @@ class Notifier:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+        self._retry_now = asyncio.Event()
+        self._logged_failing = self._logged_unavailable = False
+        # What the first attempt to listen ended with (None: it listens).
+        self._first: asyncio.Future[BaseException | None] | None = None
         # When the current outage began (monotonic), for the one line saying it ended.
         self._lost_at: float | None = None
 
     def start(self) -> None:
+        self._first = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name="pyriver-notifier")
+
+    async def first_attempt(self) -> BaseException | None:
+        """Until the first attempt to listen is over: None when it listens, else its error."""
+        assert self._first is not None, "start() first"
+        return await asyncio.shield(self._first)
+
+    def _first_done(self, exc: BaseException | None) -> None:
+        if self._first is not None and not self._first.done():
+            self._first.set_result(exc)
+
+    def reconnect(self) -> None:
+        """Give up the LISTEN connection now and open a new one (at once, not after the
+        backoff): after a failover it reaches whatever the DSN points at now."""
+        self._retry_now.set()
+        self._listener.drop()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -81,26 +109,50 @@ class Notifier:
             try:
                 await self._listen_until_lost()
             except asyncio.CancelledError:
+                self._first_done(None)
                 raise
             except Exception as exc:
-                log.warning(
-                    "notifier %s (%s: %s); producers poll until it is back",
-                    "connection lost" if self.connected.is_set() else "cannot listen",
-                    type(exc).__name__,
-                    exc,
-                )
+                self._first_done(exc)
+                self._log_failure(exc)
             if self.connected.is_set():
                 # It was up: a new outage starts the backoff from the beginning.
                 delays = reconnect_delays(0.1, 5.0)
                 self._lost_at = time.monotonic()
             self.connected.clear()
             self._on_connected(False)
-            await asyncio.sleep(next(delays))
+            if self._retry_now.is_set():
+                self._retry_now.clear()
+                await asyncio.sleep(0)
+            else:
+                await wait_event(self._retry_now, next(delays))
+                self._retry_now.clear()
             self.reconnects += 1
+
+    def _log_failure(self, exc: BaseException) -> None:
+        """One line when an episode starts (loud for a setting to change), then quiet."""
+        was_up = self.connected.is_set()
+        if was_up and self._retry_now.is_set() and isinstance(exc, ConnectionLostError):
+            log.info("notifier: reconnecting (%s)", exc)
+        elif isinstance(exc, ListenUnavailableError):
+            if was_up or not self._logged_unavailable:
+                self._logged_unavailable = True
+                log.error("notifier: %s; producers poll meanwhile", exc)
+        elif was_up or not self._logged_failing:
+            self._logged_failing = True
+            log.warning(
+                "notifier %s (%s: %s); producers poll until it is back",
+                "connection lost" if was_up else "cannot listen",
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            log.debug("notifier still cannot listen (%s: %s)", type(exc).__name__, exc)
 
     async def _listen_until_lost(self) -> None:
         async with self._listener.connect() as listener:
             await listener.listen(self._channels, self._dispatch)
+            self._retry_now.clear()
+            self._logged_failing = self._logged_unavailable = False
             if self._lost_at is not None:
                 log.info(
                     "notifier reconnected after %.1fs (%d attempts); producers resume listening",
@@ -109,5 +161,6 @@ class Notifier:
                 )
                 self._lost_at = None
             self.connected.set()
+            self._first_done(None)
             self._on_connected(True)
             await listener.wait_lost(self._health)

@@ -99,6 +99,8 @@ class Producer:
         self._idle: list[_Slot] = []
         self._closing = False
         self.paused = False
+        # Set by the client while the database refuses writes (a failover): no claims.
+        self.held = False
         self._wake = asyncio.Event()
         self._notified = False
         self._backlog = False
@@ -127,6 +129,21 @@ class Producer:
         self.paused = paused
         if not paused:
             self.notify()
+
+    def set_held(self, held: bool) -> None:
+        """Stop claiming while the database is read-only (a failover); resume after."""
+        self.held = held
+        if not held:
+            self.look_for_orphans()
+
+    def look_for_orphans(self) -> None:
+        """Before the next claim, give back jobs claimed here that this client no
+        longer holds. After a failover, writes the old primary took after the
+        promotion are gone: a job whose completion it recorded shows as running on
+        the new one, under this client's id (the client calls this when a connection
+        was lost, and when a read-only episode ends)."""
+        self._orphans_possible = True
+        self.notify()
 
     def cancel_job(self, job_id: int) -> bool:
         slot = self.running.get(job_id)
@@ -232,6 +249,7 @@ class Producer:
             can = (
                 free > 0
                 and not self.paused
+                and not self.held
                 and self._completer.backlog < self._max_backlog
                 and not self._completer.failing
             )

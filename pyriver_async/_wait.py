@@ -26,7 +26,7 @@ from typing import Any
 
 from ._aio import wait_event
 from ._driver import Executor, JobRow, Listener
-from ._errors import JobNotFoundError, WaitTimeoutError
+from ._errors import JobNotFoundError, ListenUnavailableError, WaitTimeoutError
 from ._job import FINALIZED_STATES, Job
 from ._notifier import Notifier
 from ._rows import read_job
@@ -72,18 +72,25 @@ class Waiters:
             self.wake_all()  # back after an outage: look again at every job
 
     async def _listening(
-        self, engine_notifier: Notifier | None, make_listener: Callable[[], Listener]
+        self, engine_notifier: Notifier | None, make_listener: Callable[[], Listener | None]
     ) -> None:
-        """Until a LISTEN on the control channel is up (what comes after is heard)."""
+        """Until a LISTEN on the control channel is up (what comes after is heard).
+        Without one (a client behind a transaction pooler with no direct LISTEN, or a
+        LISTEN that hears nothing), at once: the wait then polls alone."""
         notifier = engine_notifier
         if notifier is None:
             async with self._lock:
                 if self._notifier is None:
+                    listener = make_listener()
+                    if listener is None:
+                        return
                     self._notifier = Notifier(
-                        make_listener(), [self._channel], self.on_message, self._on_connected
+                        listener, [self._channel], self.on_message, self._on_connected
                     )
                     self._notifier.start()
             notifier = self._notifier
+        if isinstance(await notifier.first_attempt(), ListenUnavailableError):
+            return
         await notifier.connected.wait()
 
     async def wait(
@@ -93,7 +100,7 @@ class Waiters:
         timeout: float | None,
         db: Callable[[], Awaitable[Executor]],
         engine_notifier: Notifier | None,
-        make_listener: Callable[[], Listener],
+        make_listener: Callable[[], Listener | None],
     ) -> Job[Any]:
         ev = asyncio.Event()
         self._by_id.setdefault(job_id, set()).add(ev)

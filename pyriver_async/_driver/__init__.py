@@ -33,6 +33,7 @@ from .records import (
     COPY_COLUMNS,
     ActionRow,
     ClientRow,
+    HorizonHolder,
     InsertedRow,
     InsertParams,
     LeaderInfoRow,
@@ -49,6 +50,7 @@ __all__ = [
     "COPY_COLUMNS",
     "JOB_COLUMNS",
     "Executor",
+    "HorizonHolder",
     "InsertExecutor",
     "InsertParams",
     "InsertedRow",
@@ -209,6 +211,15 @@ class Executor(InsertExecutor, Protocol):
     async def pg_job_table_stats(self) -> TableStats | None: ...
     async def pg_vacuum_jobs(self) -> None: ...
 
+    # -- PostgreSQL: failover and the vacuum horizon (issue 22) ---------------------------
+    async def pg_writable(self) -> bool:
+        """Whether the server takes writes (not a standby, not read-only)."""
+        ...
+
+    async def pg_horizon_holders(self, *, older_than: float, limit: int) -> list[HorizonHolder]:
+        """What holds back this database's vacuum horizon, oldest first."""
+        ...
+
     # -- migrations --------------------------------------------------------------------
     async def migration_table_info(self) -> bool | None:
         """None without a river_migration table, else whether it has its line column."""
@@ -302,3 +313,8 @@ class Listener(Protocol):
 
     @property
     def backend_pid(self) -> int | None: ...
+
+    # -- failover and poolers (issue 22) -------------------------------------------------
+    def drop(self) -> None:
+        """Give up the connection now (``wait_lost`` raises), to reconnect afresh."""
+        ...

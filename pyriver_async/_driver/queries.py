@@ -184,6 +184,9 @@ class Queries:
     # pg.sql
     pg_job_table_stats: Query
     pg_vacuum_jobs: Query
+    # pg.sql: failover and the vacuum horizon (issue 22)
+    pg_writable: Query
+    pg_horizon_holders: Query
     # migration.sql
     migration_table_info: Query
     migration_rows: Query

@@ -15,6 +15,7 @@ __all__ = [
     "COPY_COLUMNS",
     "ActionRow",
     "ClientRow",
+    "HorizonHolder",
     "InsertParams",
     "InsertedRow",
     "LeaderInfoRow",
@@ -243,3 +244,48 @@ class LeaderInfoRow:
     leader_id: str
     elected_at: datetime
     expires_at: datetime
+
+
+# -- the vacuum horizon (issue 22) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HorizonHolder:
+    """Something that keeps VACUUM from removing dead row versions (of the job table
+    among others), so that every claim walks past more of them.
+
+    ``kind`` is ``"session"`` (a transaction open for ``age_s`` seconds: ``pid``,
+    ``application_name``, ``role``, ``client_addr``, ``state`` and the start of its
+    ``query`` say whose), ``"prepared_transaction"`` (``name`` is its gid) or
+    ``"replication_slot"`` (an inactive slot, ``name``, holding an xmin).
+    ``xid_age`` is how many transactions old the row versions it holds back are.
+    Ending it (``SELECT pg_terminate_backend(pid)``, ``ROLLBACK PREPARED``, dropping
+    the slot) frees the horizon; the next VACUUM then removes them.
+    """
+
+    kind: str
+    pid: int | None
+    application_name: str | None
+    role: str | None
+    client_addr: str | None
+    state: str | None
+    age_s: float | None
+    xid_age: int | None
+    query: str | None
+    name: str | None
+
+    def describe(self) -> str:
+        """One line naming it, for a log or a page."""
+        if self.kind == "session":
+            return (
+                f"session pid {self.pid} (application {self.application_name or '-'!r}, "
+                f"role {self.role or '-'}, from {self.client_addr or 'local'}, "
+                f"{self.state or 'state unknown'}) with a transaction open for "
+                f"{self.age_s or 0:.0f}s"
+            )
+        if self.kind == "prepared_transaction":
+            return (
+                f"prepared transaction {self.name!r} (role {self.role or '-'}) "
+                f"prepared {self.age_s or 0:.0f}s ago"
+            )
+        return f"inactive replication slot {self.name!r} holding xmin {self.xid_age} xids old"

@@ -80,6 +80,10 @@ class LeaderElector:
         self._next_renewal = 0.0
         self._resign_requested = False
         self._stay_out_until = 0.0
+        # While held (the database is read-only: a failover), this client neither leads
+        # nor stands for election.
+        self._held = False
+        self._released = asyncio.Event()
         self.terms = 0  # how many times this client was elected
         self.renewals = 0  # successful renewals, over all terms
 
@@ -105,6 +109,15 @@ class LeaderElector:
         if self._leader:
             await self._resign(timeout=resign_timeout)
 
+    def hold(self, held: bool) -> None:
+        """Give up leadership and stay out of elections (``True``), or stand again."""
+        self._held = held
+        if held:
+            self._released.clear()
+        else:
+            self._released.set()
+        self._wake.set()
+
     def on_message(self, msg: dict[str, Any]) -> None:
         """A message from the leadership channel."""
         action = msg.get("action")
@@ -122,7 +135,12 @@ class LeaderElector:
         delays: Iterator[float] | None = None
         while True:
             try:
-                if self._leader:
+                if self._held:
+                    if self._leader:
+                        # Resigning would be a write, refused: the row expires by itself.
+                        await self._lose("the database is read-only")
+                    await self._released.wait()
+                elif self._leader:
                     await self._lead()
                 else:
                     await self._follow()
@@ -147,6 +165,8 @@ class LeaderElector:
         if now < self._stay_out_until:
             await asyncio.sleep(self._stay_out_until - now)
         self._wake.clear()
+        if self._held:
+            return
         sent = time.monotonic()
         try:
             # A hung connection must not hold the loop: the attempt is abandoned
@@ -183,6 +203,8 @@ class LeaderElector:
     async def _lead(self) -> None:
         await self._sleep(self._next_renewal - time.monotonic())
         self._wake.clear()
+        if self._held:
+            return
         if self._resign_requested:
             self._resign_requested = False
             await self._resign(timeout=min(self.ttl, 5.0))

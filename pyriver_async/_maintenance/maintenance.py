@@ -2,9 +2,9 @@
 
 Every started client runs the heartbeat (its liveness row), the queue keeper (its
 ``river_queue`` rows) and the leader elector. The client that wins the election also
-runs the scheduler, the rescuer, the cleaner, the periodic enqueuer and the
-vacuumer, until it stops leading. :meth:`Maintenance.stop` reads top to bottom as
-the shutdown order.
+runs the scheduler, the rescuer, the cleaner, the periodic enqueuer, the vacuumer
+and the horizon watch, until it stops leading. :meth:`Maintenance.stop` reads top to
+bottom as the shutdown order.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .._driver import Executor
 from .._periodic import CATCH_UP_WINDOW, PeriodicJob, PeriodicJobs
 from .cleaner import Cleaner
 from .heartbeat import Heartbeat
+from .horizon import HorizonWatch
 from .leader import LeaderElector
 from .periodic import PeriodicEnqueuer
 from .queues import QueueKeeper
@@ -62,6 +63,7 @@ class Maintenance:
         queue_retention: float = 86400.0,
         periodic_max_wait: float = 1.0,
         vacuumer_interval: float = 5.0,
+        horizon_interval: float = 30.0,
     ) -> None:
         self.client_id = client_id
         self.periodic_jobs = (
@@ -129,6 +131,13 @@ class Maintenance:
             if config.vacuum_dead_tuples > 0
             else None
         )
+        self.horizon = (
+            HorizonWatch(
+                executor, older_than=config.horizon_warning_after, interval=horizon_interval
+            )
+            if config.horizon_warning_after > 0
+            else None
+        )
         for service in self.leader_services:
             service.guard = self.elector.is_leader_now
         self._started = False
@@ -142,6 +151,8 @@ class Maintenance:
         services: tuple[Service, ...] = (self.scheduler, self.rescuer, self.cleaner, self.periodic)
         if self.vacuumer is not None:
             services += (self.vacuumer,)
+        if self.horizon is not None:
+            services += (self.horizon,)
         return services
 
     async def beat_now(self) -> None:
@@ -184,6 +195,11 @@ class Maintenance:
         await self.elector.stop()
         # The elector stops them on resigning; this covers a stop that interrupted it.
         await self._stop_leader_services()
+
+    def hold_leadership(self, held: bool) -> None:
+        """Give up leadership and stay out of elections while the database is
+        read-only (a failover); stand again after."""
+        self.elector.hold(held)
 
     def on_leadership_message(self, msg: dict[str, Any]) -> None:
         """A notification from the leadership channel (the client's notifier calls this)."""

@@ -177,6 +177,11 @@ class PgCluster:
     settings: dict[str, Setting] = field(default_factory=dict)
     # The cluster this one streams from, while it is a standby.
     primary: PgCluster | None = None
+    # Fixed at creation: the port may change at start (see start()), the name may not.
+    _name_port: int = 0
+
+    def __post_init__(self) -> None:
+        self._name_port = self._name_port or self.port
 
     @property
     def datadir(self) -> Path:
@@ -189,7 +194,7 @@ class PgCluster:
     @property
     def application_name(self) -> str:
         """The name a standby's WAL receiver shows in its primary's pg_stat_replication."""
-        return f"pyriver_standby_{self.port}"
+        return f"pyriver_standby_{self._name_port}"
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -314,7 +319,16 @@ class PgCluster:
         """Start; returns once it accepts connections. ``settings`` are merged first."""
         if settings:
             self.configure(settings)
-        self._ctl("start")
+        # free_port() only found the port free a moment ago: on a busy machine another
+        # process may have taken it since. Then try another one.
+        for attempt in range(3):
+            try:
+                self._ctl("start")
+                return
+            except RuntimeError as exc:
+                if "could not bind" not in str(exc) or attempt == 2:
+                    raise
+                self.port = free_port()
 
     def stop(self, mode: str = "fast") -> None:
         self._ctl("stop", "-m", mode)

@@ -306,8 +306,14 @@ async def test_reading_a_foreign_row_nested_too_deep_does_not_fail(pool: asyncpg
         '{"m": ' + deep + "}",
     )
     job = await Client(pool).get(job_id)
-    assert isinstance(job.args, str) and job.args.startswith('{"data": [[[')
-    assert job.metadata == {}
+    # Decoded where this Python's recursion allows it (3.13: it does), else left as
+    # the stored text: either way the row is read.
+    if isinstance(job.args, str):
+        assert job.args.startswith('{"data": [[[')
+        assert job.metadata == {}
+    else:
+        assert isinstance(job.args, Blob) and isinstance(job.args.data, list)
+        assert set(job.metadata) <= {"m"}
 
 
 async def test_a_json_codec_the_application_registered_changes_nothing(db: str) -> None:

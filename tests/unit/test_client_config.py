@@ -46,6 +46,11 @@ def test_queue_config_refuses_bad_max_workers(max_workers: Any) -> None:
         {"vacuum_dead_tuples": -1},
         {"vacuum_dead_tuples": True},
         {"vacuum_dead_tuples": 1.5},
+        {"pooler": "session"},
+        {"pooler": True},
+        {"listen_database_url": ""},
+        {"listen_database_url": 5432},
+        {"horizon_warning_after": -1},
     ],
     ids=repr,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Self
 
 import asyncpg
@@ -14,10 +14,13 @@ from ..._errors import TransientDatabaseError
 from ..queries import Queries, Query
 from .errors import as_library_error
 
-__all__ = ["Base", "Conn", "Lease", "acquire"]
+__all__ = ["Base", "Conn", "Lease", "Observer", "acquire"]
 
 # A connection of the application (or one the pool lent out): both run queries alike.
 Conn = Any
+# Told of every error an engine executor raises, translated (the driver watches them
+# for a server turned read-only, or a pooler losing prepared statements).
+Observer = Callable[[BaseException], None]
 
 
 async def acquire(pool: asyncpg.Pool, timeout: float | None) -> Conn:
@@ -110,9 +113,17 @@ class Base:
     """An executor bound to one connection (``conn``), borrowing one from ``pool`` per
     call, or keeping one between calls (``lease``). ``timeout`` (seconds, None: none)
     bounds every statement, and the wait for a pool connection, of calls that give
-    none of their own."""
+    none of their own. ``observer`` is told of every error raised, once translated."""
 
-    __slots__ = ("_acquire_timeout", "_conn", "_lease", "_pool", "_queries", "_timeout")
+    __slots__ = (
+        "_acquire_timeout",
+        "_conn",
+        "_lease",
+        "_observer",
+        "_pool",
+        "_queries",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -122,6 +133,7 @@ class Base:
         pool: asyncpg.Pool | None = None,
         timeout: float | None = None,
         lease: Lease | None = None,
+        observer: Observer | None = None,
     ) -> None:
         if (conn is None) == (pool is None and lease is None):
             raise ValueError("an executor takes a connection, a pool or a lease")
@@ -131,6 +143,7 @@ class Base:
         self._lease = lease
         self._timeout = timeout
         self._acquire_timeout = timeout
+        self._observer = observer
 
     @property
     def queries(self) -> Queries:
@@ -142,7 +155,10 @@ class Base:
         return self._conn
 
     def _error(self, exc: BaseException) -> BaseException:
-        return as_library_error(exc, self._queries.schema)
+        err = as_library_error(exc, self._queries.schema)
+        if self._observer is not None:
+            self._observer(err)
+        return err
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
@@ -177,7 +193,9 @@ class Base:
         try:
             async with self._connection() as conn:
                 in_body = True
-                yield type(self)(self._queries, conn=conn, timeout=self._timeout)
+                yield type(self)(
+                    self._queries, conn=conn, timeout=self._timeout, observer=self._observer
+                )
                 in_body = False
         except Exception as exc:
             if in_body:

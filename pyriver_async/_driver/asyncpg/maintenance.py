@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from ..records import LeaderRow, TableStats
+from ..records import HorizonHolder, LeaderRow, TableStats
 from ._base import Base, rowcount
 
 __all__ = ["ClientQueries", "LeaderQueries", "PgQueries", "QueueQueries"]
@@ -127,3 +127,28 @@ class PgQueries(Base):
         # VACUUM cannot run inside a transaction block, nor take a statement timeout of
         # ours: it runs as long as it needs.
         await self._execute(self._queries.pg_vacuum_jobs, (), timeout=None)
+
+    # -- failover and the vacuum horizon (issue 22) ------------------------------------
+
+    async def pg_writable(self) -> bool:
+        rec = await self._fetchrow(self._queries.pg_writable, ())
+        return bool(rec["writable"])
+
+    async def pg_horizon_holders(self, *, older_than: float, limit: int) -> list[HorizonHolder]:
+        q = self._queries.pg_horizon_holders
+        rows = await self._fetch(q, q.bind(older_than=older_than, limit=limit))
+        return [
+            HorizonHolder(
+                kind=r["kind"],
+                pid=r["pid"],
+                application_name=r["application_name"],
+                role=r["role"],
+                client_addr=r["client_addr"],
+                state=r["state"],
+                age_s=r["age_s"],
+                xid_age=r["xid_age"],
+                query=r["query"],
+                name=r["name"],
+            )
+            for r in rows
+        ]

@@ -351,15 +351,48 @@ WHERE id = @id::bigint AND NOT EXISTS (SELECT 1 FROM updated);
 -- returning with one key, only the first gets in. Jobs already in the index keep
 -- their place (`available` is in every unique_states), so they never conflict.
 -- The locked picks are MATERIALIZED: evaluated once, never rescanned by a join.
-WITH due AS MATERIALIZED (
+--
+-- Finding the due jobs: river_job_prioritized_fetching_index is (state, queue,
+-- priority, scheduled_at, id), so `state IN (...) AND scheduled_at <= now()` alone
+-- cannot bound a scan by time (queue and priority come first): the planner read
+-- every waiting job, 134 ms a pass with 1,000,000 jobs scheduled in the future,
+-- every second. Instead `queues` walks the index for the distinct queues of each
+-- state (one descent per queue), and each (state, queue, priority) is a range scan
+-- that stops at the first job not yet due: 0.09 ms for the same table (priority is
+-- 1 to 4 by the table's CHECK constraint).
+WITH RECURSIVE queues AS (
+    SELECT s.state, (SELECT min(queue) FROM {schema}.river_job WHERE state = s.state) AS queue
+    FROM unnest('{retryable,scheduled}'::{schema}.river_job_state[]) AS s(state)
+    UNION ALL
+    SELECT q.state,
+        (SELECT min(queue) FROM {schema}.river_job WHERE state = q.state AND queue > q.queue)
+    FROM queues AS q
+    WHERE q.queue IS NOT NULL
+),
+due AS MATERIALIZED (
     SELECT id, unique_key, unique_states, priority, scheduled_at,
         (unique_key IS NOT NULL AND unique_states IS NOT NULL
             AND NOT {schema}.river_job_state_in_bitmask(unique_states, state)) AS reenters_index
     FROM {schema}.river_job
-    WHERE state IN ('retryable', 'scheduled')
+    WHERE id = ANY(ARRAY(
+            SELECT p.id
+            FROM queues AS q
+                CROSS JOIN generate_series(1, 4) AS pr(priority)
+                CROSS JOIN LATERAL (
+                    SELECT id, priority, scheduled_at
+                    FROM {schema}.river_job
+                    WHERE state = q.state AND queue = q.queue AND priority = pr.priority
+                        AND scheduled_at <= now()
+                    ORDER BY scheduled_at, id
+                    LIMIT @limit::int
+                ) AS p
+            WHERE q.queue IS NOT NULL
+            ORDER BY p.priority, p.scheduled_at, p.id
+            LIMIT @limit::int
+        ))
+        -- Checked again on the locked row: it may have changed since the pick.
+        AND state IN ('retryable', 'scheduled')
         AND scheduled_at <= now()
-    ORDER BY priority, scheduled_at, id
-    LIMIT @limit::int
     FOR UPDATE SKIP LOCKED
 ),
 ranked AS (
