@@ -17,6 +17,7 @@ from typing import Any
 
 from . import _interrupts
 from ._args import InsertOpts, JobArgs, validate_queue
+from ._claim import claimer_for
 from ._completer import Completer
 from ._config import ClientConfig, QueueConfig
 from ._driver import Executor as DriverExecutor
@@ -380,6 +381,7 @@ class Client:
                 fetch_cooldown=cfg.fetch_cooldown,
                 poll_interval=cfg.fetch_poll_interval,
                 max_completer_backlog=max(10 * cfg.completer_batch_size, 2 * qcfg.max_workers),
+                claimer=claimer_for(name, qcfg, self.workers, schema=self.schema),
             )
             p.paused = name in paused
             self._producers[name] = p

@@ -74,9 +74,16 @@ class Completer:
         self.flushes = 0
         #: Outcomes the database refused, whose jobs were put back instead.
         self.put_back = 0
+        # Called after each flush: a producer whose jobs wait on a limit that only a
+        # written outcome releases (a sequence's next job) claims again (flow control).
+        self._written: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pyriver-completer")
+
+    def on_written(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every flush (flow control: see the producer)."""
+        self._written.append(callback)
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
@@ -131,6 +138,8 @@ class Completer:
             finally:
                 self._inflight = []
             self.flushes += 1
+            for callback in self._written:
+                callback()
             if self._on_flushed is not None:
                 try:
                     self._on_flushed(batch)

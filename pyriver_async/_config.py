@@ -7,8 +7,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from ._errors import ConfigError, typed_init_errors
+from ._flow import KeySpec, KindLimits, RateLimit, validate_queue_flow
 
 __all__ = ["ClientConfig", "QueueConfig", "to_seconds", "to_timeout"]
 
@@ -61,12 +63,47 @@ def _int_in(value: object, what: str, low: int, high: int) -> int:
 @typed_init_errors(ConfigError)
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """Settings of one queue this client works: how many of its jobs run at once here."""
+    """Settings of one queue this client works.
+
+    ``max_workers``: how many of its jobs run at once in this process (the local limit).
+
+    Flow control (``docs/flow-control.md``), enforced by every client of the queue
+    that configures it, exactly, across processes:
+
+    - ``global_limit``: at most this many of the queue's jobs run at once, cluster-wide.
+    - ``partition_by`` / ``partition_limit``: at most ``partition_limit`` running per
+      key (args fields such as ``("customer_id",)``, or a :class:`PartitionKey`).
+    - ``rate_limit``: a :class:`RateLimit` on the queue's job starts.
+    - ``fair``: keys of ``partition_by`` take turns (True, or a mapping of key to weight).
+    - ``kinds``: the same limits for one kind of job: ``{"export": KindLimits(...)}``.
+    - ``registered_kinds_only`` (default True): claim only jobs of the kinds this
+      client has workers for, so that during a rolling deploy an old worker leaves a
+      new kind to the new workers instead of failing it.
+    """
 
     max_workers: int = 100
+    # -- flow control (_flow.py) ---------------------------------------------------
+    global_limit: int | None = None
+    partition_by: KeySpec | None = None
+    partition_limit: int | None = None
+    rate_limit: RateLimit | None = None
+    fair: bool | Mapping[Any, int] = False
+    kinds: Mapping[Any, KindLimits] = field(default_factory=dict)
+    registered_kinds_only: bool = True
 
     def __post_init__(self) -> None:
         _int_in(self.max_workers, "max_workers", 1, 10_000)
+        validate_queue_flow(self)
+
+    @property
+    def has_limits(self) -> bool:
+        """Whether any flow limit is set (the claim then runs under the queue's lock)."""
+        return bool(
+            self.global_limit
+            or self.partition_by is not None
+            or self.rate_limit is not None
+            or self.kinds
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

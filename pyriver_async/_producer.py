@@ -24,6 +24,7 @@ from functools import partial
 
 from ._aio import wait_event
 from ._backoff import reconnect_delays
+from ._claim import Claimer, ClaimResult, PlainClaimer
 from ._completer import Completer
 from ._config import QueueConfig
 from ._driver import Executor as DriverExecutor
@@ -78,6 +79,7 @@ class Producer:
         fetch_cooldown: float,
         poll_interval: float,
         max_completer_backlog: int,
+        claimer: Claimer | None = None,
     ) -> None:
         self.queue = queue
         self.max_workers = config.max_workers
@@ -108,6 +110,14 @@ class Producer:
         self._all_done = asyncio.Event()
         self._all_done.set()
         self.claimed = 0
+        # Flow control (_claim.py): how this queue is claimed; whether the last claim
+        # left jobs waiting on a limit (then a freed slot is a reason to claim again);
+        # the timer for when a rate limit next has room.
+        self.claimer: Claimer = claimer or PlainClaimer(queue, None)
+        self._limited = False
+        self._refill: asyncio.TimerHandle | None = None
+        if self.claimer.locked:
+            completer.on_written(self._outcomes_written)
 
     # -- signals from other parts -------------------------------------------------
 
@@ -247,8 +257,12 @@ class Producer:
             return
         self._notified = False
         self._last_fetch = time.monotonic()
-        rows = await self._claim(limit)
+        result = await self._claim(limit)
+        rows = result.rows
         self._backlog = len(rows) == limit
+        self._limited = result.limited
+        if result.refill_at is not None:
+            self._wake_at(result.refill_at)
         if not rows:
             return
         self.claimed += len(rows)
@@ -279,7 +293,7 @@ class Producer:
             self._unstarted(rec, slot.reason)
             self._release(slot)
 
-    async def _claim(self, limit: int) -> list[JobRow]:
+    async def _claim(self, limit: int) -> ClaimResult:
         async with contextlib.AsyncExitStack() as stack:
             # Waiting for a connection is the one wait stop() may interrupt.
             self._acquiring = True
@@ -289,7 +303,41 @@ class Producer:
                 self._acquiring = False
             if self._orphans_possible:
                 await self._release_orphans(db)
-            return await db.job_claim(queue=self.queue, limit=limit, client_id=self._client_id)
+            claimer = self.claimer
+            if not claimer.locked:
+                return await claimer.claim(
+                    db, limit=limit, client_id=self._client_id, done=(), running_kinds={}
+                )
+            # Jobs that ended here but whose outcome is not written yet are still
+            # `running` in the table; they no longer hold a slot of any limit.
+            kinds = collections.Counter(
+                slot.rec[KIND] for slot in self.running.values() if slot.rec is not None
+            )
+            return await claimer.claim(
+                db,
+                limit=limit,
+                client_id=self._client_id,
+                done=self._completer.unwritten_ids(),
+                running_kinds=kinds,
+            )
+
+    # -- flow control ------------------------------------------------------------------
+
+    def _outcomes_written(self) -> None:
+        """The completer wrote outcomes: a job in a sequence may have its turn now."""
+        if self._limited and not self._stopping:
+            self.notify()
+
+    def _wake_at(self, when: datetime) -> None:
+        """Claim again when a rate limit has room (an earlier wake-up wins)."""
+        delay = max((when - datetime.now(UTC)).total_seconds(), 0.0) + 0.001
+        loop = asyncio.get_running_loop()
+        at = loop.time() + delay
+        if self._refill is not None and not self._refill.cancelled():
+            if self._refill.when() <= at:
+                return
+            self._refill.cancel()
+        self._refill = loop.call_at(at, self.notify)
 
     async def _release_orphans(self, db: DriverExecutor) -> None:
         """Give back jobs a claim of ours took whose reply never reached us.
@@ -402,6 +450,9 @@ class Producer:
             self.recent_done.append((time.monotonic(), job_id, rec[KIND]))
         if not self.running:
             self._all_done.set()
+        if self._limited:
+            # The last claim left jobs waiting on a limit; this slot may be theirs.
+            self._notified = True
         if self._backlog or self._notified:
             self._wake.set()
 

@@ -30,6 +30,8 @@ from .columns import JOB_COLUMNS
 from .queries import Queries, Query, quote_ident
 from .records import (
     COPY_COLUMNS,
+    FlowClaimed,
+    FlowRules,
     InsertedRow,
     InsertParams,
     LeaderRow,
@@ -44,6 +46,8 @@ __all__ = [
     "COPY_COLUMNS",
     "JOB_COLUMNS",
     "Executor",
+    "FlowClaimed",
+    "FlowRules",
     "InsertExecutor",
     "InsertParams",
     "InsertedRow",
@@ -118,7 +122,13 @@ class Executor(InsertExecutor, Protocol):
         ...
 
     # -- jobs: the engine --------------------------------------------------------------
-    async def job_claim(self, *, queue: str, limit: int, client_id: str) -> list[JobRow]: ...
+    async def job_claim(
+        self, *, queue: str, limit: int, client_id: str, kinds: Sequence[str] | None = None
+    ) -> list[JobRow]:
+        """Claim up to ``limit`` available jobs of ``queue`` (of ``kinds`` only, when
+        given), in priority order; the plain claim of a queue without limits."""
+        ...
+
     async def job_complete_many(self, outcomes: Sequence[Outcome]) -> int: ...
     async def job_set_outcome_many(self, outcomes: Sequence[Outcome]) -> int: ...
     async def job_release_orphans(
@@ -161,6 +171,28 @@ class Executor(InsertExecutor, Protocol):
     # -- PostgreSQL --------------------------------------------------------------------
     async def pg_job_table_stats(self) -> TableStats | None: ...
     async def pg_vacuum_jobs(self) -> None: ...
+
+    # -- flow control (flow.sql; _claim.py, _flow.py) -----------------------------------
+    async def flow_claim(
+        self,
+        *,
+        lock_key: int,
+        queue: str,
+        limit: int,
+        client_id: str,
+        kinds: Sequence[str] | None,
+        done: Sequence[int],
+        window: int,
+        sequences: bool,
+        rules: FlowRules,
+        fair_rule: int | None,
+        weight_keys: Sequence[str],
+        weights: Sequence[int],
+        default_weight: int,
+    ) -> FlowClaimed:
+        """The claim of a queue with limits: its advisory lock, then the claim, in one
+        transaction (a bound executor: inside ``session()``)."""
+        ...
 
     # -- migrations --------------------------------------------------------------------
     async def migration_table_info(self) -> bool | None:

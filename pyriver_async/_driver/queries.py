@@ -169,6 +169,9 @@ class Queries:
     schema_create: Query
     schema_columns: Query
     schema_indexes: Query
+    # flow.sql (flow control: claims of queues with limits, their status)
+    flow_lock: Query
+    flow_claim: Query
 
     @staticmethod
     @cache
@@ -184,6 +187,7 @@ class Queries:
             "{schema}": qschema,
             "{job_columns}": _cast_columns(JOB_COLUMNS),
             "{job_columns_j}": _cast_columns(JOB_COLUMNS, "j."),
+            "{job_columns_null}": ", ".join("NULL" for _ in JOB_COLUMNS),
             **{"{" + k + "}": quote_literal(v) for k, v in channels.items()},
         }
         pattern = re.compile("|".join(re.escape(k) for k in subst))

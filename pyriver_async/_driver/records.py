@@ -13,6 +13,8 @@ from .columns import UNIQUE_KEY
 
 __all__ = [
     "COPY_COLUMNS",
+    "FlowClaimed",
+    "FlowRules",
     "InsertParams",
     "InsertedRow",
     "LeaderRow",
@@ -143,3 +145,36 @@ def match_inserted(
             ins_row = by_key[p.unique_key]
         out.append(ins_row)
     return out
+
+
+# -- flow control (flow.sql) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRules:
+    """The limits of one queue's claim as parallel lists, one element per rule
+    (``_flow_rules`` in flow.sql); built by ``_claim.FlowClaimer``."""
+
+    kind: list[str | None]
+    src: list[str]  # none | args | metadata | kind | fn
+    with_kind: list[bool]
+    f1: list[str | None]
+    f2: list[str | None]
+    f3: list[str | None]
+    name: list[str]
+    cap: list[int | None]
+    local: list[bool]
+    rate_t: list[float | None]
+    rate_tau: list[float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowClaimed:
+    """What a flow claim returned: the job rows it marked running, how many candidates
+    it looked at, whether some bucket was full (jobs waited on a limit), and when the
+    earliest empty rate bucket has a token again."""
+
+    rows: list[Any]
+    candidates: int
+    blocked: bool
+    refill_at: datetime | None

@@ -97,4 +97,5 @@ async def test_installed_wheel_migrates_a_database_from_outside_the_repo(
     assert [(r["line"], r["version"]) for r in versions] == [
         *(("main", v) for v in range(1, 9)),
         ("pyriver", 1),
+        ("pyriver", 2),
     ]

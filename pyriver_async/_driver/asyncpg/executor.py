@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .flow import FlowQueries
 from .jobs import JobQueries
 from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
 from .migrations import MigrationQueries
@@ -10,7 +11,13 @@ __all__ = ["AsyncpgExecutor"]
 
 
 class AsyncpgExecutor(
-    JobQueries, QueueQueries, LeaderQueries, ClientQueries, PgQueries, MigrationQueries
+    JobQueries,
+    QueueQueries,
+    LeaderQueries,
+    ClientQueries,
+    PgQueries,
+    MigrationQueries,
+    FlowQueries,
 ):
     """Bound to one asyncpg connection (``conn=``) or borrowing from a pool (``pool=``).
 

@@ -1,0 +1,295 @@
+"""Claimers: how a producer takes jobs from its queue (River's "pilot" seam).
+
+- :class:`PlainClaimer`: a queue without limits. One ``UPDATE ... FOR UPDATE SKIP
+  LOCKED`` statement per batch (``job_claim``), as before flow control existed, with
+  the kind filter of kind-aware claiming.
+- :class:`FlowClaimer`: a queue with limits or sequences. The queue's advisory lock,
+  then one claim statement (``flow_claim``) in the same transaction. The limits are
+  compiled once, here, into rules the statement reads as arrays.
+
+Why a lock and a transaction: a limit is a count of ``running`` rows, and two claims
+counting at once would both see room for the same slot. Under READ COMMITTED each
+statement takes its snapshot when it starts; the claim runs after the lock is held,
+so it sees every claim committed before it. The count is the job table itself: no
+counter to keep in step, so a rescue, a retry, a snooze, a completion by a River
+process, or a job deleted by hand frees its slot as soon as its row leaves
+``running``; a process that was SIGKILLed holds its slots until the rescuer takes its
+jobs back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+
+from ._args import JobArgs
+from ._config import QueueConfig
+from ._driver import Executor, JobRow
+from ._driver.records import FlowRules
+from ._flow import KindLimits, PartitionKey, RateLimit
+from ._workers import Workers
+
+__all__ = ["ClaimResult", "Claimer", "FlowClaimer", "PlainClaimer", "Rule", "claimer_for"]
+
+log = logging.getLogger("pyriver_async.producer")
+
+_json = msgspec.json.Encoder(order="deterministic").encode
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """Jobs claimed, whether jobs were left waiting on a limit (``limited``: claim
+    again when a slot frees), and when a rate limit next has room (``refill_at``)."""
+
+    rows: list[JobRow]
+    limited: bool = False
+    refill_at: datetime | None = None
+
+
+class Claimer(Protocol):
+    """Takes up to ``limit`` available jobs of one queue and marks them running."""
+
+    #: True when claims of this queue serialise on its lock (limits, sequences).
+    locked: bool
+    #: The kinds claimed (None: every kind).
+    kinds: list[str] | None
+
+    async def claim(
+        self,
+        db: Executor,
+        *,
+        limit: int,
+        client_id: str,
+        done: Sequence[int],
+        running_kinds: Mapping[str, int],
+    ) -> ClaimResult:
+        """``done``: jobs of this client that have ended but whose outcome is not
+        written yet (no longer running); ``running_kinds``: this client's running jobs
+        of the queue per kind (for local limits)."""
+        ...
+
+
+class PlainClaimer:
+    """The claim of a queue without limits: one statement, no lock."""
+
+    locked = False
+
+    def __init__(self, queue: str, kinds: list[str] | None) -> None:
+        self.queue = queue
+        self.kinds = kinds
+
+    async def claim(
+        self,
+        db: Executor,
+        *,
+        limit: int,
+        client_id: str,
+        done: Sequence[int],
+        running_kinds: Mapping[str, int],
+    ) -> ClaimResult:
+        rows = await db.job_claim(
+            queue=self.queue, limit=limit, client_id=client_id, kinds=self.kinds
+        )
+        return ClaimResult(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One limit as the claim statement reads it (see ``_flow_rules`` in flow.sql)."""
+
+    setting: str  # global_limit | local_limit | partition_limit | rate_limit | fair
+    kind: str | None  # None: every kind of the queue
+    key: PartitionKey | None = None
+    cap: int | None = None
+    local: bool = False
+    rate: RateLimit | None = None
+    name: str = ""
+
+    @property
+    def src(self) -> str:
+        if self.key is None:
+            return "none"
+        return self.key.source
+
+    def field(self, i: int) -> str | None:
+        fields = self.key.fields if self.key is not None else ()
+        return fields[i] if i < len(fields) else None
+
+    def key_json(self, kind: str | None, values: Sequence[Any]) -> str:
+        """The claim's key (flow.sql `_flow_key`) of a job of ``kind`` whose key
+        fields hold ``values``, as JSON (to compare with the database's)."""
+        if self.key is None:
+            return "null"
+        vals = list(values) + [None] * (3 - len(values))
+        return _json([kind if self.key.kind else None, *vals[:3]]).decode()
+
+    def describe(self) -> str:
+        scope = f"kind {self.kind!r}" if self.kind else "the queue"
+        if self.setting == "rate_limit":
+            assert self.rate is not None
+            per = f" per key {self.key.describe()}" if self.key else ""
+            return f"rate_limit {self.rate.describe()}{per} on {scope}"
+        if self.setting == "fair":
+            assert self.key is not None
+            return f"fair turns by {self.key.describe()} on {scope}"
+        if self.key is not None:
+            return f"{self.setting} {self.cap} per key {self.key.describe()} on {scope}"
+        return f"{self.setting} {self.cap} on {scope}"
+
+
+def lock_key(schema: str, queue: str) -> int:
+    """The advisory lock of a queue's claims (64 bits of a hash of schema and queue)."""
+    digest = hashlib.blake2b(f"pyriver.flow:{schema}:{queue}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def compile_rules(queue: str, cfg: QueueConfig) -> tuple[list[Rule], int | None, Any]:
+    """The rules of a queue's limits, the index (from 1) of the rule that drives
+    fairness (None: none), and its weights (a mapping, or None)."""
+    rules: list[Rule] = []
+    fair_rule: int | None = None
+    weights: Any = None
+
+    def scope(kind: str | None, s: QueueConfig | KindLimits) -> None:
+        nonlocal fair_rule, weights
+        where = f"{queue}:{kind}" if kind else queue
+        if s.global_limit is not None:
+            rules.append(Rule("global_limit", kind, cap=s.global_limit))
+        if isinstance(s, KindLimits) and s.local_limit is not None:
+            rules.append(Rule("local_limit", kind, cap=s.local_limit, local=True))
+        if s.partition_by is not None:
+            key = s.partition_by
+            if not isinstance(key, PartitionKey):
+                raise NotImplementedError("function keys")
+            setting = "partition_limit" if s.partition_limit is not None else "fair"
+            rules.append(Rule(setting, kind, key=key, cap=s.partition_limit))
+            if s.fair:
+                fair_rule = len(rules)
+                weights = s.fair if isinstance(s.fair, Mapping) else None
+        if s.rate_limit is not None:
+            rk = s.rate_limit.by
+            if rk is not None and not isinstance(rk, PartitionKey):
+                raise NotImplementedError("function keys")
+            rules.append(Rule("rate_limit", kind, key=rk, rate=s.rate_limit, name=f"rate:{where}"))
+
+    scope(None, cfg)
+    for kind, limits in cfg.kinds.items():
+        scope(kind, limits)
+    return rules, fair_rule, weights
+
+
+def _has_sequences(workers: Workers, kinds: Iterable[str]) -> bool:
+    for kind in kinds:
+        reg = workers.get(kind)
+        if reg is not None and reg.args_type.sequence_opts is not JobArgs.sequence_opts:
+            return True
+    return False
+
+
+class FlowClaimer:
+    """The claim of a queue with limits or sequences: lock, then one statement."""
+
+    locked = True
+
+    def __init__(
+        self,
+        queue: str,
+        cfg: QueueConfig,
+        *,
+        schema: str,
+        kinds: list[str] | None,
+        sequences: bool,
+    ) -> None:
+        self.queue = queue
+        self.kinds = kinds
+        self.sequences = sequences
+        self.lock_key = lock_key(schema, queue)
+        self.rules, self.fair_rule, weights = compile_rules(queue, cfg)
+        self._local = [i for i, r in enumerate(self.rules) if r.local]
+        self._base = FlowRules(
+            kind=[r.kind for r in self.rules],
+            src=[r.src for r in self.rules],
+            with_kind=[bool(r.key is not None and r.key.kind) for r in self.rules],
+            f1=[r.field(0) for r in self.rules],
+            f2=[r.field(1) for r in self.rules],
+            f3=[r.field(2) for r in self.rules],
+            name=[r.name for r in self.rules],
+            cap=[r.cap for r in self.rules],
+            local=[r.local for r in self.rules],
+            rate_t=[r.rate.interval if r.rate else None for r in self.rules],
+            rate_tau=[r.rate.tolerance if r.rate else None for r in self.rules],
+        )
+        self.weight_keys: list[str] = []
+        self.weights: list[int] = []
+        if weights and self.fair_rule is not None:
+            rule = self.rules[self.fair_rule - 1]
+            for key, w in weights.items():
+                values = key if isinstance(key, tuple) else (key,)
+                if rule.key is not None and rule.key.kind:
+                    # (kind, field values...): the first element is the kind.
+                    kind, values = values[0], values[1:]
+                else:
+                    kind = None
+                self.weight_keys.append(rule.key_json(kind, values))
+                self.weights.append(w)
+        # Rules that look at keys, or at kinds, may pass over candidates; a wider scan
+        # finds the ones behind them in the same statement.
+        self._wide = any(r.key is not None or r.kind is not None for r in self.rules)
+
+    def window(self, limit: int) -> int:
+        return min(2 * limit + 32, 5000) if self._wide else limit
+
+    def _rules_for(self, running_kinds: Mapping[str, int]) -> FlowRules:
+        if not self._local:
+            return self._base
+        cap = list(self._base.cap)
+        for i in self._local:
+            rule = self.rules[i]
+            assert rule.cap is not None and rule.kind is not None
+            cap[i] = rule.cap - running_kinds.get(rule.kind, 0)
+        b = self._base
+        return FlowRules(
+            b.kind, b.src, b.with_kind, b.f1, b.f2, b.f3, b.name, cap, b.local, b.rate_t, b.rate_tau
+        )
+
+    async def claim(
+        self,
+        db: Executor,
+        *,
+        limit: int,
+        client_id: str,
+        done: Sequence[int],
+        running_kinds: Mapping[str, int],
+    ) -> ClaimResult:
+        got = await db.flow_claim(
+            lock_key=self.lock_key,
+            queue=self.queue,
+            limit=limit,
+            client_id=client_id,
+            kinds=self.kinds,
+            done=done,
+            window=self.window(limit),
+            sequences=self.sequences,
+            rules=self._rules_for(running_kinds),
+            fair_rule=self.fair_rule,
+            weight_keys=self.weight_keys,
+            weights=self.weights,
+            default_weight=1,
+        )
+        limited = got.blocked or got.candidates > len(got.rows)
+        return ClaimResult(got.rows, limited and len(got.rows) < limit, got.refill_at)
+
+
+def claimer_for(queue: str, cfg: QueueConfig, workers: Workers, *, schema: str) -> Claimer:
+    """The claimer of ``queue``: plain unless it has limits or sequenced kinds."""
+    kinds = workers.kinds if cfg.registered_kinds_only else None
+    sequences = _has_sequences(workers, workers.kinds)
+    if cfg.has_limits or sequences:
+        return FlowClaimer(queue, cfg, schema=schema, kinds=kinds, sequences=sequences)
+    return PlainClaimer(queue, kinds)
