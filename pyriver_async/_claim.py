@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,8 +31,10 @@ import msgspec
 from ._args import JobArgs
 from ._config import QueueConfig
 from ._driver import Executor, JobRow
+from ._driver.columns import ARGS, ID, KIND, METADATA
 from ._driver.records import FlowRules
-from ._flow import KindLimits, PartitionKey, RateLimit
+from ._flow import SEQUENCE_KEY, KeyFunction, KindLimits, PartitionKey, RateLimit
+from ._rows import job_from_row
 from ._workers import Workers
 
 __all__ = ["ClaimResult", "Claimer", "FlowClaimer", "PlainClaimer", "Rule", "claimer_for"]
@@ -40,6 +42,14 @@ __all__ = ["ClaimResult", "Claimer", "FlowClaimer", "PlainClaimer", "Rule", "cla
 log = logging.getLogger("pyriver_async.producer")
 
 _json = msgspec.json.Encoder(order="deterministic").encode
+# How a claimed row's metadata (JSON text) shows that the job is in a sequence.
+_SEQUENCE_MARK = f'"{SEQUENCE_KEY}"'
+
+
+def _in_sequence(metadata: Any) -> bool:
+    if isinstance(metadata, str):
+        return _SEQUENCE_MARK in metadata
+    return isinstance(metadata, Mapping) and SEQUENCE_KEY in metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,11 @@ class ClaimResult:
     rows: list[JobRow]
     limited: bool = False
     refill_at: datetime | None = None
+    #: Ids of the claimed jobs that are in a sequence: when their outcome is written,
+    #: the next job of their sequence may run.
+    in_sequence: tuple[int, ...] = ()
+    #: Claimed jobs whose key function failed: to be failed at once, with this error.
+    failed: Mapping[int, str] = field(default_factory=dict)
 
 
 class Claimer(Protocol):
@@ -109,10 +124,15 @@ class Rule:
     cap: int | None = None
     local: bool = False
     rate: RateLimit | None = None
+    #: Stable across processes and restarts: names a rate limit's rows and the keys
+    #: a key function stamped on running jobs.
     name: str = ""
+    function: KeyFunction | None = None
 
     @property
     def src(self) -> str:
+        if self.function is not None:
+            return "fn"
         if self.key is None:
             return "none"
         return self.key.source
@@ -129,18 +149,20 @@ class Rule:
         vals = list(values) + [None] * (3 - len(values))
         return _json([kind if self.key.kind else None, *vals[:3]]).decode()
 
+    def key_description(self) -> str:
+        if self.function is not None:
+            return f"{getattr(self.function, '__qualname__', repr(self.function))}(job)"
+        return self.key.describe() if self.key is not None else ""
+
     def describe(self) -> str:
         scope = f"kind {self.kind!r}" if self.kind else "the queue"
+        per_key = f" per key {self.key_description()}" if self.src != "none" else ""
         if self.setting == "rate_limit":
             assert self.rate is not None
-            per = f" per key {self.key.describe()}" if self.key else ""
-            return f"rate_limit {self.rate.describe()}{per} on {scope}"
+            return f"rate_limit {self.rate.describe()}{per_key} on {scope}"
         if self.setting == "fair":
-            assert self.key is not None
-            return f"fair turns by {self.key.describe()} on {scope}"
-        if self.key is not None:
-            return f"{self.setting} {self.cap} per key {self.key.describe()} on {scope}"
-        return f"{self.setting} {self.cap} on {scope}"
+            return f"fair turns by {self.key_description()} on {scope}"
+        return f"{self.setting} {self.cap}{per_key} on {scope}"
 
 
 def lock_key(schema: str, queue: str) -> int:
@@ -160,28 +182,111 @@ def compile_rules(queue: str, cfg: QueueConfig) -> tuple[list[Rule], int | None,
         nonlocal fair_rule, weights
         where = f"{queue}:{kind}" if kind else queue
         if s.global_limit is not None:
-            rules.append(Rule("global_limit", kind, cap=s.global_limit))
+            rules.append(Rule("global_limit", kind, cap=s.global_limit, name=f"global:{where}"))
         if isinstance(s, KindLimits) and s.local_limit is not None:
-            rules.append(Rule("local_limit", kind, cap=s.local_limit, local=True))
+            rules.append(
+                Rule("local_limit", kind, cap=s.local_limit, local=True, name=f"local:{where}")
+            )
         if s.partition_by is not None:
-            key = s.partition_by
-            if not isinstance(key, PartitionKey):
-                raise NotImplementedError("function keys")
+            key, fn = _key_or_function(s.partition_by)
             setting = "partition_limit" if s.partition_limit is not None else "fair"
-            rules.append(Rule(setting, kind, key=key, cap=s.partition_limit))
+            rules.append(
+                Rule(setting, kind, key=key, cap=s.partition_limit, name=f"partition:{where}",
+                     function=fn)
+            )  # fmt: skip
             if s.fair:
                 fair_rule = len(rules)
                 weights = s.fair if isinstance(s.fair, Mapping) else None
         if s.rate_limit is not None:
-            rk = s.rate_limit.by
-            if rk is not None and not isinstance(rk, PartitionKey):
-                raise NotImplementedError("function keys")
-            rules.append(Rule("rate_limit", kind, key=rk, rate=s.rate_limit, name=f"rate:{where}"))
+            key, fn = _key_or_function(s.rate_limit.by)
+            rules.append(
+                Rule("rate_limit", kind, key=key, rate=s.rate_limit, name=f"rate:{where}",
+                     function=fn)
+            )  # fmt: skip
 
     scope(None, cfg)
     for kind, limits in cfg.kinds.items():
         scope(kind, limits)
     return rules, fair_rule, weights
+
+
+def _key_or_function(spec: object) -> tuple[PartitionKey | None, KeyFunction | None]:
+    """A key setting (normalised by the config's validation) as field key or function."""
+    if spec is None or isinstance(spec, PartitionKey):
+        return spec, None
+    assert callable(spec)
+    return None, spec
+
+
+class _FunctionKeys:
+    """The keys of candidates under key functions, computed here (flow.sql `@fk`).
+
+    A key depends only on the job's args and metadata, so it is computed once per job
+    and remembered (bounded). A function that raises, or returns a value that is not
+    hashable or not JSON, fails that job: it is claimed and failed at once with the
+    error recorded, and the other jobs go on.
+    """
+
+    MAX_CACHED = 50_000
+
+    def __init__(self, rules: list[Rule], workers: Workers, queue_kinds: list[str] | None) -> None:
+        self.rules = [r for r in rules if r.function is not None]
+        covered = {r.kind for r in self.rules}
+        if None in covered:
+            self.kinds: list[str] = list(queue_kinds or workers.kinds)
+        else:
+            self.kinds = sorted(k for k in covered if k is not None)
+        self._workers = workers
+        self._cache: dict[int, dict[str, Any] | str] = {}
+        #: Job id -> why its key could not be computed (for the claim just made).
+        self.failed: dict[int, str] = {}
+
+    def compute(self, rows: Sequence[Any]) -> tuple[str | None, list[int]]:
+        keys: dict[str, dict[str, Any]] = {}
+        forced: list[int] = []
+        self.failed = {}
+        for row in rows:
+            job_id = row[ID]
+            got = self._cache.get(job_id)
+            if got is None:
+                got = self._keys_of(row)
+                if len(self._cache) >= self.MAX_CACHED:
+                    self._cache.clear()
+                self._cache[job_id] = got
+            if isinstance(got, str):
+                forced.append(job_id)
+                self.failed[job_id] = got
+            else:
+                keys[str(job_id)] = got
+        return _json(keys).decode(), forced
+
+    def _keys_of(self, row: Any) -> dict[str, Any] | str:
+        kind = row[KIND]
+        job: Any = None
+        out: dict[str, Any] = {}
+        for rule in self.rules:
+            if rule.kind is not None and rule.kind != kind:
+                continue
+            assert rule.function is not None
+            fn_name = getattr(rule.function, "__qualname__", repr(rule.function))
+            try:
+                if job is None:
+                    job = self._job(row)
+                key = rule.function(job)
+                hash(key)
+                # The key as the database compares it (JSON; a tuple is an array).
+                out[rule.name] = msgspec.json.decode(_json(key))
+            except Exception as exc:
+                return (
+                    f"the key function {fn_name} of {rule.describe()} failed on this job: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+        return out
+
+    def _job(self, row: Any) -> Any:
+        reg = self._workers.get(row[KIND])
+        args = reg.decoder.decode(row[ARGS]) if reg is not None else None
+        return job_from_row(row, args)
 
 
 def _has_sequences(workers: Workers, kinds: Iterable[str]) -> bool:
@@ -205,12 +310,16 @@ class FlowClaimer:
         schema: str,
         kinds: list[str] | None,
         sequences: bool,
+        workers: Workers | None = None,
     ) -> None:
         self.queue = queue
         self.kinds = kinds
         self.sequences = sequences
         self.lock_key = lock_key(schema, queue)
         self.rules, self.fair_rule, weights = compile_rules(queue, cfg)
+        self._functions: _FunctionKeys | None = None
+        if any(r.function is not None for r in self.rules):
+            self._functions = _FunctionKeys(self.rules, workers or Workers(), kinds)
         self._local = [i for i, r in enumerate(self.rules) if r.local]
         self._base = FlowRules(
             kind=[r.kind for r in self.rules],
@@ -281,9 +390,22 @@ class FlowClaimer:
             weight_keys=self.weight_keys,
             weights=self.weights,
             default_weight=1,
+            keyed=self._functions,
         )
         limited = got.blocked or got.candidates > len(got.rows)
-        return ClaimResult(got.rows, limited and len(got.rows) < limit, got.refill_at)
+        in_sequence: tuple[int, ...] = ()
+        if self.sequences:
+            in_sequence = tuple(r[ID] for r in got.rows if _in_sequence(r[METADATA]))
+        failed: dict[int, str] = {}
+        if self._functions is not None and self._functions.failed:
+            failed = {
+                r[ID]: self._functions.failed[r[ID]]
+                for r in got.rows
+                if r[ID] in self._functions.failed
+            }
+        return ClaimResult(
+            got.rows, limited and len(got.rows) < limit, got.refill_at, in_sequence, failed
+        )
 
 
 def claimer_for(queue: str, cfg: QueueConfig, workers: Workers, *, schema: str) -> Claimer:
@@ -291,5 +413,7 @@ def claimer_for(queue: str, cfg: QueueConfig, workers: Workers, *, schema: str) 
     kinds = workers.kinds if cfg.registered_kinds_only else None
     sequences = _has_sequences(workers, workers.kinds)
     if cfg.has_limits or sequences:
-        return FlowClaimer(queue, cfg, schema=schema, kinds=kinds, sequences=sequences)
+        return FlowClaimer(
+            queue, cfg, schema=schema, kinds=kinds, sequences=sequences, workers=workers
+        )
     return PlainClaimer(queue, kinds)

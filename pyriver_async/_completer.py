@@ -76,13 +76,13 @@ class Completer:
         self.put_back = 0
         # Called after each flush: a producer whose jobs wait on a limit that only a
         # written outcome releases (a sequence's next job) claims again (flow control).
-        self._written: list[Callable[[], None]] = []
+        self._written: list[Callable[[Sequence[Outcome]], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pyriver-completer")
 
-    def on_written(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` after every flush (flow control: see the producer)."""
+    def on_written(self, callback: Callable[[Sequence[Outcome]], None]) -> None:
+        """Call ``callback(outcomes)`` after every flush (flow control: the producer)."""
         self._written.append(callback)
 
     def add(self, outcome: Outcome) -> None:
@@ -139,7 +139,7 @@ class Completer:
                 self._inflight = []
             self.flushes += 1
             for callback in self._written:
-                callback()
+                callback(batch)
             if self._on_flushed is not None:
                 try:
                     self._on_flushed(batch)

@@ -177,6 +177,13 @@ class Executor:
         )
         return Outcome.failed(job.id, job.attempt, job.queue, error=error, retry_at=retry_at)
 
+    def not_started(self, row: JobRow, message: str) -> Outcome:
+        """The failed attempt of a claimed job that cannot start (flow control: its
+        partition key function failed on it): recorded, retried or discarded as any
+        failure would be, without running its worker."""
+        reg = self._workers.get(row[KIND])
+        return self._failure(row, datetime.now(UTC), message, "", reg)
+
     def _expire(self, _job_id: int, runner: Runner) -> None:
         task = runner.task
         if task is not None and not task.done():

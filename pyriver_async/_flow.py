@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeAlias
 
+import msgspec
+
 from ._args import JobArgs, validate_kind
-from ._errors import ConfigError, KindConflictError, typed_init_errors
+from ._errors import ConfigError, InvalidOptsError, KindConflictError, typed_init_errors
 
 __all__ = [
     "MAX_KEY_FIELDS",
@@ -33,6 +35,7 @@ __all__ = [
     "SequenceOpts",
     "as_partition_key",
     "check_limit",
+    "sequence_metadata",
     "validate_queue_flow",
 ]
 
@@ -357,3 +360,51 @@ class SequenceOpts:
             raise ConfigError("SequenceOpts.name must be a non-empty string")
         if not isinstance(self.continue_on_failure, bool):
             raise ConfigError("SequenceOpts.continue_on_failure must be True or False")
+
+
+#: Metadata keys of a job in a sequence (written at insert; reserved, so a user's
+#: metadata cannot forge them).
+SEQUENCE_KEY = "pyriver:sequence"
+SEQUENCE_CONTINUE = "pyriver:sequence_continue"
+_seq_json = msgspec.json.Encoder(order="deterministic").encode
+
+
+def sequence_metadata(args: JobArgs) -> dict[str, Any] | None:
+    """The metadata that puts a job in its sequence (None: not in one).
+
+    Calls the args' ``sequence_opts()``; anything wrong is the insert's error,
+    raised before anything is written.
+    """
+    kind = type(args).kind
+    try:
+        opts = args.sequence_opts()
+    except Exception as exc:
+        raise InvalidOptsError(
+            f"sequence_opts() of kind {kind!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if opts is None:
+        return None
+    if not isinstance(opts, SequenceOpts):
+        raise InvalidOptsError(
+            f"sequence_opts() of kind {kind!r} must return a SequenceOpts or None, "
+            f"got {type(opts).__name__}"
+        )
+    if opts.by:
+        missing = [f for f in opts.by if not hasattr(args, f)]
+        if missing:
+            raise InvalidOptsError(
+                f"SequenceOpts.by of kind {kind!r} names fields the args lack: {missing}"
+            )
+        key: Any = [getattr(args, f) for f in opts.by]
+    else:
+        key = opts.key
+    try:
+        text = _seq_json([opts.name or kind, key]).decode()
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidOptsError(
+            f"the sequence key of a {kind!r} job cannot be encoded as JSON: {exc}"
+        ) from None
+    out: dict[str, Any] = {SEQUENCE_KEY: text}
+    if opts.continue_on_failure:
+        out[SEQUENCE_CONTINUE] = True
+    return out

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -32,7 +33,7 @@ from ._driver import JobRow
 from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, MAX_ATTEMPTS, QUEUE
 from ._errors import DatabaseError, MigrationError, TransientDatabaseError
 from ._executor import Executor, cancelled_outcome
-from ._outcome import CancelReason
+from ._outcome import CancelReason, Outcome
 
 __all__ = ["Producer"]
 
@@ -116,6 +117,7 @@ class Producer:
         self.claimer: Claimer = claimer or PlainClaimer(queue, None)
         self._limited = False
         self._refill: asyncio.TimerHandle | None = None
+        self._in_sequence: set[int] = set()  # claimed here, outcome not written yet
         if self.claimer.locked:
             completer.on_written(self._outcomes_written)
 
@@ -267,6 +269,10 @@ class Producer:
             return
         self.claimed += len(rows)
         self._all_done.clear()
+        if result.in_sequence:
+            self._in_sequence.update(result.in_sequence)
+        if result.failed:
+            rows = self._fail_unkeyed(rows, result.failed)
         idle, running = self._idle, self.running
         for rec in rows:
             slot = idle.pop() if idle else self._new_slot()
@@ -323,21 +329,47 @@ class Producer:
 
     # -- flow control ------------------------------------------------------------------
 
-    def _outcomes_written(self) -> None:
-        """The completer wrote outcomes: a job in a sequence may have its turn now."""
-        if self._limited and not self._stopping:
+    def _outcomes_written(self, outcomes: Sequence[Outcome]) -> None:
+        """The completer wrote outcomes: the next job of a sequence whose job just
+        ended here may have its turn now (it had to wait for that write)."""
+        seq = self._in_sequence
+        if not seq:
+            return
+        ended = False
+        for o in outcomes:
+            if o.job_id in seq:
+                seq.discard(o.job_id)
+                ended = True
+        if ended and not self._stopping:
             self.notify()
+
+    def _fail_unkeyed(self, rows: list[JobRow], failed: Mapping[int, str]) -> list[JobRow]:
+        """Jobs whose partition key could not be computed fail at once, with the error
+        recorded; the others run."""
+        for rec in rows:
+            message = failed.get(rec[ID])
+            if message is not None:
+                log.error("queue %r: job %d (kind %r): %s", self.queue, rec[ID], rec[KIND], message)
+                outcome = self._executor.not_started(rec, message)
+                outcome.attempted_at = rec[ATTEMPTED_AT]
+                outcome.max_attempts = rec[MAX_ATTEMPTS]
+                self._completer.add(outcome)
+        return [rec for rec in rows if rec[ID] not in failed]
 
     def _wake_at(self, when: datetime) -> None:
         """Claim again when a rate limit has room (an earlier wake-up wins)."""
         delay = max((when - datetime.now(UTC)).total_seconds(), 0.0) + 0.001
         loop = asyncio.get_running_loop()
         at = loop.time() + delay
-        if self._refill is not None and not self._refill.cancelled():
+        if self._refill is not None:
             if self._refill.when() <= at:
                 return
             self._refill.cancel()
-        self._refill = loop.call_at(at, self.notify)
+        self._refill = loop.call_at(at, self._refilled)
+
+    def _refilled(self) -> None:
+        self._refill = None
+        self.notify()
 
     async def _release_orphans(self, db: DriverExecutor) -> None:
         """Give back jobs a claim of ours took whose reply never reached us.

@@ -34,6 +34,7 @@ from .records import (
     FlowRules,
     InsertedRow,
     InsertParams,
+    KeyedCandidates,
     LeaderRow,
     NextIds,
     RecordedMigration,
@@ -52,6 +53,7 @@ __all__ = [
     "InsertParams",
     "InsertedRow",
     "JobRow",
+    "KeyedCandidates",
     "LeaderRow",
     "Listener",
     "NextIds",
@@ -189,9 +191,11 @@ class Executor(InsertExecutor, Protocol):
         weight_keys: Sequence[str],
         weights: Sequence[int],
         default_weight: int,
+        keyed: KeyedCandidates | None = None,
     ) -> FlowClaimed:
         """The claim of a queue with limits: its advisory lock, then the claim, in one
-        transaction (a bound executor: inside ``session()``)."""
+        transaction (a bound executor: inside ``session()``). With ``keyed``, the
+        candidates are read first and their keys computed by ``keyed.compute``."""
         ...
 
     # -- migrations --------------------------------------------------------------------

@@ -172,6 +172,7 @@ class Queries:
     # flow.sql (flow control: claims of queues with limits, their status)
     flow_lock: Query
     flow_claim: Query
+    flow_candidates: Query
 
     @staticmethod
     @cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -17,6 +17,7 @@ __all__ = [
     "FlowRules",
     "InsertParams",
     "InsertedRow",
+    "KeyedCandidates",
     "LeaderRow",
     "NextIds",
     "RecordedMigration",
@@ -178,3 +179,18 @@ class FlowClaimed:
     candidates: int
     blocked: bool
     refill_at: datetime | None
+
+
+class KeyedCandidates(Protocol):
+    """Keys that only the client can compute (a key function of the job), for the
+    candidates that flow_claim may take next."""
+
+    @property
+    def kinds(self) -> Sequence[str]:
+        """The kinds under a key function (the candidates read)."""
+        ...
+
+    def compute(self, rows: Sequence[Any]) -> tuple[str | None, list[int]]:
+        """From the candidate job rows: their keys as JSON ``{"<id>": {"<rule name>":
+        key}}``, and the ids whose key function failed (claimed, to be failed)."""
+        ...

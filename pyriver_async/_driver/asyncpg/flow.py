@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..columns import JOB_COLUMNS
-from ..records import FlowClaimed, FlowRules
+from ..records import FlowClaimed, FlowRules, KeyedCandidates
 from ._base import Base
 
 __all__ = ["FlowQueries"]
@@ -34,10 +34,11 @@ class FlowQueries(Base):
         weight_keys: Sequence[str],
         weights: Sequence[int],
         default_weight: int,
+        keyed: KeyedCandidates | None = None,
     ) -> FlowClaimed:
         lock = self._queries.flow_lock
         q = self._queries.flow_claim
-        args = q.bind(
+        values = dict(
             queue=queue,
             limit=limit,
             client_id=client_id,
@@ -63,7 +64,15 @@ class FlowQueries(Base):
         )
         async with self.transaction():
             await self._execute(lock, lock.bind(key=lock_key))
-            records: list[Any] = await self._fetch(q, args)
+            fk: str | None = None
+            forced: list[int] = []
+            if keyed is not None:
+                c = self._queries.flow_candidates
+                rows = await self._fetch(
+                    c, c.bind(queue=queue, kinds=list(keyed.kinds), window=window)
+                )
+                fk, forced = keyed.compute(rows)
+            records: list[Any] = await self._fetch(q, q.bind(**values, fk=fk, forced=forced))
         info = records.pop()  # the last row: what the claim saw
         return FlowClaimed(
             rows=records,

@@ -19,10 +19,15 @@ SELECT pg_advisory_xact_lock(@key::bigint),
 -- name: _flow_key
 -- (A fragment.) The key of job `x` under rule `r`, as jsonb: null for a rule without
 -- a key (the whole scope is one bucket), else an array of the kind (when the rule
--- partitions by kind) and up to three fields of the args or of the metadata.
+-- partitions by kind) and up to three fields of the args or of the metadata. A key
+-- computed by a function of the job (src 'fn') was computed by the client for the
+-- candidates (@fk: {job id: {rule name: key}}) and is stamped into the metadata of the
+-- jobs it claims (`pyriver:flow_key`), where later claims read it. SQL NULL: the job
+-- is not limited by this rule (a job whose key function failed, to be failed).
 (CASE
     WHEN r.src = 'none' THEN 'null'::jsonb
-    WHEN r.src = 'fn' THEN x.metadata -> 'pyriver:flow_key' -> r.name
+    WHEN r.src = 'fn' THEN coalesce(
+        x.metadata -> 'pyriver:flow_key' -> r.name, @fk::jsonb -> x.id::text -> r.name)
     ELSE jsonb_build_array(
         CASE WHEN r.with_kind THEN x.kind END,
         (CASE WHEN r.src = 'args' THEN x.args ELSE x.metadata END) -> r.f1,
@@ -125,6 +130,13 @@ cand AS MATERIALIZED (
                         AND (o.state <> 'discarded' OR NOT o.metadata ? 'pyriver:sequence_continue')
                 )
         END)
+        -- Under a key function: only the jobs whose key the client computed (or
+        -- whose function failed: @forced, claimed to be failed at once).
+        AND (@fk::jsonb IS NULL OR @fk::jsonb ? x.id::text OR x.id = ANY(@forced::bigint[])
+            OR NOT EXISTS (
+                SELECT 1 FROM rules AS r
+                WHERE r.src = 'fn' AND (r.kind IS NULL OR r.kind = x.kind)
+            ))
         AND NOT EXISTS (
             SELECT 1 FROM {schema}.river_queue
             WHERE name = @queue::text AND paused_at IS NOT NULL
@@ -220,7 +232,10 @@ claimed AS (
             WHEN coalesce(array_length(j.attempted_by, 1), 0) >= 100
                 THEN array_append(j.attempted_by[2:], @client_id::text)
             ELSE array_append(j.attempted_by, @client_id::text)
-        END
+        END,
+        metadata = CASE WHEN @fk::jsonb ? j.id::text
+            THEN j.metadata || jsonb_build_object('pyriver:flow_key', @fk::jsonb -> j.id::text)
+            ELSE j.metadata END
     WHERE j.id = ANY(ARRAY(
         SELECT l.id
         FROM {schema}.river_job AS l
@@ -238,11 +253,31 @@ charged AS (
     GROUP BY r.name, r.i, 2, r.rate_t
     ON CONFLICT (name, key) DO UPDATE
     SET tat = greatest(s.tat, now()) + (EXCLUDED.tat - now())
-    RETURNING 1
+    RETURNING s.name, s.tat
 )
 SELECT claimed.*, NULL::int AS _candidates, NULL::bool AS _blocked, NULL::timestamptz AS _refill_at
 FROM claimed
 UNION ALL
 SELECT {job_columns_null}, (SELECT count(*)::int FROM cand),
     cardinality((SELECT tokens FROM blocked)) > 0,
-    (SELECT min(refill_at) FROM rate_blocked);
+    -- When a bucket this claim found empty, or emptied, has a token again.
+    least(
+        (SELECT min(refill_at) FROM rate_blocked),
+        (SELECT min(c.tat - make_interval(secs => r.rate_tau))
+            FROM charged AS c JOIN rules AS r ON r.name = c.name
+            WHERE c.tat - make_interval(secs => r.rate_tau) > now())
+    );
+
+-- name: flow_candidates
+-- The jobs a claim under a key function (a partition key computed in Python) may take
+-- next, read under the queue's lock just before flow_claim: the client computes
+-- their keys and passes them to flow_claim. @kinds: the kinds such a rule covers.
+SELECT {job_columns}
+FROM {schema}.river_job
+WHERE state = 'available'
+    AND queue = @queue::text
+    AND scheduled_at <= now()
+    AND kind = ANY(@kinds::text[])
+    AND NOT metadata ? 'pyriver:sequence'
+ORDER BY priority, scheduled_at, id
+LIMIT @window::int;
