@@ -26,6 +26,8 @@ from ._errors import (
     UnknownKindError,
 )
 from ._events import JobEvent, Subscription
+from ._flow import KindLimits, PartitionKey, RateLimit, SequenceOpts
+from ._flow_status import KeyUse, LimitStatus
 from ._insert import InsertResult
 from ._job import AttemptError, Job, JobState
 from ._migrate import migrate
@@ -53,15 +55,21 @@ __all__ = [
     "JobNotFoundError",
     "JobSnooze",
     "JobState",
+    "KeyUse",
     "KindConflictError",
+    "KindLimits",
+    "LimitStatus",
     "MigrationError",
+    "PartitionKey",
     "PeriodicJob",
     "PeriodicJobHandle",
     "PeriodicJobs",
     "PyRiverError",
     "QueueConfig",
+    "RateLimit",
     "SchemaNotMigratedError",
     "SchemaVersionError",
+    "SequenceOpts",
     "Subscription",
     "TransientDatabaseError",
     "UniqueOpts",

@@ -321,7 +321,7 @@ class FlowClaimer:
         if any(r.function is not None for r in self.rules):
             self._functions = _FunctionKeys(self.rules, workers or Workers(), kinds)
         self._local = [i for i, r in enumerate(self.rules) if r.local]
-        self._base = FlowRules(
+        self.base_rules = FlowRules(
             kind=[r.kind for r in self.rules],
             src=[r.src for r in self.rules],
             with_kind=[bool(r.key is not None and r.key.kind) for r in self.rules],
@@ -356,13 +356,13 @@ class FlowClaimer:
 
     def _rules_for(self, running_kinds: Mapping[str, int]) -> FlowRules:
         if not self._local:
-            return self._base
-        cap = list(self._base.cap)
+            return self.base_rules
+        cap = list(self.base_rules.cap)
         for i in self._local:
             rule = self.rules[i]
             assert rule.cap is not None and rule.kind is not None
             cap[i] = rule.cap - running_kinds.get(rule.kind, 0)
-        b = self._base
+        b = self.base_rules
         return FlowRules(
             b.kind, b.src, b.with_kind, b.f1, b.f2, b.f3, b.name, cap, b.local, b.rate_t, b.rate_tau
         )

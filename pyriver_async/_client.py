@@ -25,9 +25,10 @@ from ._driver import InsertExecutor, Queries
 from ._driver.asyncpg import AsyncpgDriver
 from ._driver.connections import ClientDatabase, InsertConnection
 from ._driver.resolve import executor_for, insert_executor_for
-from ._errors import ClientClosedError, ConfigError, JobNotFoundError
+from ._errors import ClientClosedError, ConfigError, JobNotFoundError, SchemaNotMigratedError
 from ._events import JobEvent, Subscription
 from ._executor import Executor
+from ._flow_status import LimitStatus, flow_status
 from ._insert import InsertResult, insert_many, insert_one
 from ._job import Job, JobState
 from ._notifier import Notifier
@@ -354,6 +355,8 @@ class Client:
                     "(rescue_stuck_jobs_after). `pyriver migrate up` adds it.",
                     self.schema,
                 )
+            if not self.liveness:
+                self._check_flow_schema()
         self._started = True
         self._stopping = None
         if not self.queues and not cfg.maintenance:
@@ -556,3 +559,39 @@ class Client:
     @property
     def is_leader(self) -> bool:
         return bool(self._maintenance is not None and self._maintenance.is_leader)
+
+    # -- flow control (_claim.py, _flow.py, _flow_status.py) ---------------------------
+
+    def _check_flow_schema(self) -> None:
+        """Flow control keeps its state in the pyriver migration line's tables."""
+        limited = [
+            name
+            for name, qcfg in self.queues.items()
+            if claimer_for(name, qcfg, self.workers, schema=self.schema).locked
+        ]
+        if limited:
+            raise SchemaNotMigratedError(
+                f"queues {limited} have flow limits or sequences, which need the pyriver "
+                f"migration line in schema {self.schema!r} (a database River migrated "
+                "lacks it); run `pyriver migrate up`"
+            )
+
+    async def flow_status(self, queue: str | None = None) -> list[LimitStatus]:
+        """Every flow limit of the queues this client works (or of ``queue``): what it
+        uses now across the cluster and what waits on it (see :class:`LimitStatus`).
+        A queue without limits has none. Read-only: one query per queue."""
+        if queue is not None and queue not in self.queues:
+            raise ConfigError(f"queue {queue!r} is not one this client works")
+        names = [queue] if queue is not None else list(self.queues)
+        db = await self._db()
+        out: list[LimitStatus] = []
+        for name in names:
+            producer = self._producers.get(name)
+            claimer = (
+                producer.claimer
+                if producer is not None
+                else claimer_for(name, self.queues[name], self.workers, schema=self.schema)
+            )
+            here = producer.running_kinds() if producer is not None else {}
+            out += await flow_status(db, name, claimer, running_here=here)
+        return out

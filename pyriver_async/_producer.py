@@ -39,6 +39,13 @@ __all__ = ["Producer"]
 
 log = logging.getLogger("pyriver_async.producer")
 
+# Kind-aware claiming: jobs of a kind nobody here works that have waited this long
+# (seconds) are named in a warning, looked for at most this often, each kind at most
+# once per UNCLAIMED_WARN_EVERY.
+UNCLAIMED_AFTER = 300.0
+UNCLAIMED_CHECK_EVERY = 60.0
+UNCLAIMED_WARN_EVERY = 600.0
+
 
 class _Slot:
     """One long-lived worker coroutine and the job it runs (``rec`` None: idle).
@@ -118,6 +125,8 @@ class Producer:
         self._limited = False
         self._refill: asyncio.TimerHandle | None = None
         self._in_sequence: set[int] = set()  # claimed here, outcome not written yet
+        self._next_kind_check = time.monotonic() + UNCLAIMED_CHECK_EVERY
+        self._warned_kinds: dict[str, float] = {}
         if self.claimer.locked:
             completer.on_written(self._outcomes_written)
 
@@ -266,6 +275,8 @@ class Producer:
         if result.refill_at is not None:
             self._wake_at(result.refill_at)
         if not rows:
+            if self.claimer.kinds is not None and not result.limited:
+                await self._look_for_unclaimed_kinds()
             return
         self.claimed += len(rows)
         self._all_done.clear()
@@ -316,16 +327,19 @@ class Producer:
                 )
             # Jobs that ended here but whose outcome is not written yet are still
             # `running` in the table; they no longer hold a slot of any limit.
-            kinds = collections.Counter(
-                slot.rec[KIND] for slot in self.running.values() if slot.rec is not None
-            )
             return await claimer.claim(
                 db,
                 limit=limit,
                 client_id=self._client_id,
                 done=self._completer.unwritten_ids(),
-                running_kinds=kinds,
+                running_kinds=self.running_kinds(),
             )
+
+    def running_kinds(self) -> collections.Counter[str]:
+        """This client's running jobs of the queue, per kind."""
+        return collections.Counter(
+            slot.rec[KIND] for slot in self.running.values() if slot.rec is not None
+        )
 
     # -- flow control ------------------------------------------------------------------
 
@@ -355,6 +369,39 @@ class Producer:
                 outcome.max_attempts = rec[MAX_ATTEMPTS]
                 self._completer.add(outcome)
         return [rec for rec in rows if rec[ID] not in failed]
+
+    async def _look_for_unclaimed_kinds(self) -> None:
+        """Kind-aware claiming leaves jobs of kinds this client has no worker for; when
+        the queue looks empty here, now and then, name the kinds that have waited
+        long (a deploy that left no worker for them, a typo in a kind)."""
+        now = time.monotonic()
+        if now < self._next_kind_check:
+            return
+        self._next_kind_check = now + UNCLAIMED_CHECK_EVERY
+        kinds = self.claimer.kinds
+        assert kinds is not None
+        try:
+            found = await self._db.flow_unclaimed_kinds(
+                queue=self.queue, kinds=kinds, older_than=UNCLAIMED_AFTER
+            )
+        except DatabaseError as exc:
+            log.debug("queue %r: looking for unclaimed kinds failed: %s", self.queue, exc)
+            return
+        for kind, n, since in found:
+            if self._warned_kinds.get(kind, 0.0) > now:
+                continue
+            self._warned_kinds[kind] = now + UNCLAIMED_WARN_EVERY
+            log.warning(
+                "queue %r: %s%d job(s) of kind %r wait since %s, and this client has no "
+                "worker for that kind (it claims only %s). Deploy a worker that registers "
+                "it, or set QueueConfig(registered_kinds_only=False) to claim every kind.",
+                self.queue,
+                "at least " if n >= 1000 else "",
+                n,
+                kind,
+                since,
+                ", ".join(kinds),
+            )
 
     def _wake_at(self, when: datetime) -> None:
         """Claim again when a rate limit has room (an earlier wake-up wins)."""

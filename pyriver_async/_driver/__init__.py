@@ -32,6 +32,7 @@ from .records import (
     COPY_COLUMNS,
     FlowClaimed,
     FlowRules,
+    FlowUsage,
     InsertedRow,
     InsertParams,
     KeyedCandidates,
@@ -49,6 +50,7 @@ __all__ = [
     "Executor",
     "FlowClaimed",
     "FlowRules",
+    "FlowUsage",
     "InsertExecutor",
     "InsertParams",
     "InsertedRow",
@@ -196,6 +198,19 @@ class Executor(InsertExecutor, Protocol):
         """The claim of a queue with limits: its advisory lock, then the claim, in one
         transaction (a bound executor: inside ``session()``). With ``keyed``, the
         candidates are read first and their keys computed by ``keyed.compute``."""
+        ...
+
+    async def flow_usage(
+        self, *, queue: str, kinds: Sequence[str] | None, rules: FlowRules, scan: int
+    ) -> list[FlowUsage]:
+        """Per rule and key: jobs running and waiting (the status API)."""
+        ...
+
+    async def flow_unclaimed_kinds(
+        self, *, queue: str, kinds: Sequence[str], older_than: float
+    ) -> list[tuple[str, int, Any]]:
+        """Kinds outside ``kinds`` with jobs waiting in ``queue`` for longer than
+        ``older_than`` seconds: (kind, jobs seen, waiting since)."""
         ...
 
     # -- migrations --------------------------------------------------------------------

@@ -173,6 +173,8 @@ class Queries:
     flow_lock: Query
     flow_claim: Query
     flow_candidates: Query
+    flow_usage: Query
+    flow_unclaimed_kinds: Query
 
     @staticmethod
     @cache

@@ -194,3 +194,16 @@ class KeyedCandidates(Protocol):
         """From the candidate job rows: their keys as JSON ``{"<id>": {"<rule name>":
         key}}``, and the ids whose key function failed (claimed, to be failed)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class FlowUsage:
+    """One rule and key of the status API: jobs running, jobs waiting (among the first
+    ``scanned`` available ones), and for a rate limit when its bucket next has room."""
+
+    rule: int  # from 1, in FlowRules order
+    key: str | None  # the key as JSON text (None: the key function's, not computed yet)
+    running: int
+    waiting: int
+    next_start_at: datetime | None
+    scanned: int

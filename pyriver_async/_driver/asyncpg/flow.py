@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..columns import JOB_COLUMNS
-from ..records import FlowClaimed, FlowRules, KeyedCandidates
+from ..records import FlowClaimed, FlowRules, FlowUsage, KeyedCandidates
 from ._base import Base
 
 __all__ = ["FlowQueries"]
@@ -80,3 +80,48 @@ class FlowQueries(Base):
             blocked=bool(info[_N + 1]),
             refill_at=info[_N + 2],
         )
+
+    async def flow_usage(
+        self, *, queue: str, kinds: Sequence[str] | None, rules: FlowRules, scan: int
+    ) -> list[FlowUsage]:
+        q = self._queries.flow_usage
+        records = await self._fetch(
+            q,
+            q.bind(
+                queue=queue,
+                kinds=list(kinds) if kinds is not None else None,
+                scan=scan,
+                fk=None,
+                r_kind=rules.kind,
+                r_src=rules.src,
+                r_with_kind=rules.with_kind,
+                r_f1=rules.f1,
+                r_f2=rules.f2,
+                r_f3=rules.f3,
+                r_name=rules.name,
+                r_cap=rules.cap,
+                r_local=rules.local,
+                r_rate_t=rules.rate_t,
+                r_rate_tau=rules.rate_tau,
+            ),
+        )
+        return [
+            FlowUsage(
+                rule=r["rule"],
+                key=r["key"],
+                running=r["running"],
+                waiting=r["waiting"],
+                next_start_at=r["next_start_at"],
+                scanned=r["scanned"],
+            )
+            for r in records
+        ]
+
+    async def flow_unclaimed_kinds(
+        self, *, queue: str, kinds: Sequence[str], older_than: float
+    ) -> list[tuple[str, int, Any]]:
+        q = self._queries.flow_unclaimed_kinds
+        records = await self._fetch(
+            q, q.bind(queue=queue, kinds=list(kinds), older_than=older_than)
+        )
+        return [(r["kind"], r["n"], r["since"]) for r in records]

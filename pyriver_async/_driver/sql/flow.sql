@@ -281,3 +281,68 @@ WHERE state = 'available'
     AND NOT metadata ? 'pyriver:sequence'
 ORDER BY priority, scheduled_at, id
 LIMIT @window::int;
+
+-- name: flow_usage
+-- The status API (`client.flow_status()`): per rule and key, the jobs running and the
+-- jobs waiting (available and due, among the first @scan in claim order), and the
+-- state of rate buckets. Read-only, no lock: a moment's picture.
+WITH rules AS MATERIALIZED (
+    {_flow_rules}
+),
+running AS MATERIALIZED (
+    SELECT x.id, x.kind, x.args, x.metadata
+    FROM {schema}.river_job AS x
+    WHERE x.state = 'running' AND x.queue = @queue::text
+),
+waiting AS MATERIALIZED (
+    SELECT x.id, x.kind, x.args, x.metadata
+    FROM {schema}.river_job AS x
+    WHERE x.state = 'available'
+        AND x.queue = @queue::text
+        AND x.scheduled_at <= now()
+        AND (@kinds::text[] IS NULL OR x.kind = ANY(@kinds::text[]))
+    ORDER BY x.priority, x.scheduled_at, x.id
+    LIMIT @scan::int
+),
+run_keys AS (
+    SELECT r.i, {_flow_key} AS key, count(*)::int AS n
+    FROM running AS x JOIN rules AS r ON (r.kind IS NULL OR r.kind = x.kind)
+    GROUP BY 1, 2
+),
+wait_keys AS (
+    SELECT r.i, {_flow_key} AS key, count(*)::int AS n
+    FROM waiting AS x JOIN rules AS r ON (r.kind IS NULL OR r.kind = x.kind)
+    GROUP BY 1, 2
+),
+usage AS (
+    SELECT coalesce(a.i, b.i) AS i, coalesce(a.key, b.key) AS key,
+        coalesce(a.n, 0) AS running, coalesce(b.n, 0) AS waiting
+    FROM run_keys AS a FULL JOIN wait_keys AS b ON a.i = b.i AND a.key = b.key
+)
+SELECT u.i::int AS rule, u.key::text AS key, u.running, u.waiting,
+    s.tat - make_interval(secs => r.rate_tau) AS next_start_at,
+    (SELECT count(*)::int FROM waiting) AS scanned
+FROM usage AS u
+    JOIN rules AS r ON r.i = u.i
+    LEFT JOIN {schema}.pyriver_flow_rate AS s
+        ON r.rate_t IS NOT NULL AND s.name = r.name AND s.key = u.key::text
+ORDER BY u.i, u.running DESC, u.waiting DESC;
+
+-- name: flow_unclaimed_kinds
+-- Kind-aware claiming's safety net: kinds of jobs that have waited in @queue for more
+-- than @older_than seconds although no client claiming @kinds will take them (no
+-- worker here is registered for them). Bounded: it reads at most 1,000 rows, past the
+-- due jobs of the kinds it claims.
+SELECT kind, count(*)::int AS n, min(scheduled_at) AS since
+FROM (
+    SELECT kind, scheduled_at
+    FROM {schema}.river_job
+    WHERE state = 'available'
+        AND queue = @queue::text
+        AND scheduled_at <= now() - make_interval(secs => @older_than::float8)
+        AND NOT kind = ANY(@kinds::text[])
+    ORDER BY priority, scheduled_at, id
+    LIMIT 1000
+) AS w
+GROUP BY kind
+ORDER BY kind;
