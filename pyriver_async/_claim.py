@@ -317,6 +317,8 @@ class FlowClaimer:
         self.sequences = sequences
         self.lock_key = lock_key(schema, queue)
         self.rules, self.fair_rule, weights = compile_rules(queue, cfg)
+        # Where a fair rule keeps its keys' turns (rows of pyriver_flow_rate).
+        self.fair_name = f"fair:{queue}"
         self._functions: _FunctionKeys | None = None
         if any(r.function is not None for r in self.rules):
             self._functions = _FunctionKeys(self.rules, workers or Workers(), kinds)
@@ -387,6 +389,7 @@ class FlowClaimer:
             sequences=self.sequences,
             rules=self._rules_for(running_kinds),
             fair_rule=self.fair_rule,
+            fair_name=self.fair_name,
             weight_keys=self.weight_keys,
             weights=self.weights,
             default_weight=1,

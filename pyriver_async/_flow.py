@@ -211,9 +211,12 @@ def _fair_weights(value: object, what: str) -> bool | Mapping[Any, int]:
         for k, w in value.items():
             check_limit(w, f"{what}: the weight of {k!r}", allow_none=False)
             try:
-                hash(k)
-            except TypeError:
-                raise ConfigError(f"{what}: key {k!r} is not hashable") from None
+                msgspec.json.encode(k)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"{what}: key {k!r} is not a JSON value (a key is a field's value, "
+                    "or a tuple of them)"
+                ) from None
             out[k] = w
         return out
     raise ConfigError(f"{what} must be True, False or a mapping of key to weight, got {value!r}")

@@ -190,6 +190,7 @@ class Executor(InsertExecutor, Protocol):
         sequences: bool,
         rules: FlowRules,
         fair_rule: int | None,
+        fair_name: str,
         weight_keys: Sequence[str],
         weights: Sequence[int],
         default_weight: int,

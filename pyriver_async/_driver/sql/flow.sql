@@ -176,18 +176,29 @@ ranked AS MATERIALIZED (
     FROM exp AS e
     WHERE e.keyed
 ),
+turns AS MATERIALIZED (
+    -- Fairness (@fair_rule): each key of that rule met among the candidates, with when
+    -- its next turn is due and its weight. A key's turns are kept in pyriver_flow_rate
+    -- (name @fair_name) as a virtual finish time, as in weighted fair queueing: each
+    -- start moves it on by 1/weight seconds, a key back from idle starts at now. Keys
+    -- whose time is earliest go first, so keys with backlogs take turns, across claims
+    -- and processes, `weight` starts per turn.
+    SELECT e.key, extract(epoch FROM greatest(coalesce(s.tat, now()), now())) AS base,
+        coalesce(w.weight, @w_default::int) AS weight
+    FROM (SELECT DISTINCT key FROM exp WHERE i = @fair_rule::int) AS e
+        LEFT JOIN {schema}.pyriver_flow_rate AS s
+            ON s.name = @fair_name::text AND s.key = e.key::text
+        LEFT JOIN unnest(@w_key::jsonb[], @w_weight::int[]) AS w(key, weight) ON w.key = e.key
+),
 s1 AS MATERIALIZED (
-    -- Candidates within the room of every bucket with a key, with their turn: with
-    -- fairness (@fair_rule), the jobs of a key take turns with those of other keys (the
-    -- fewer of its jobs run, the sooner its turn; `weight` jobs per turn); else 0.
+    -- Candidates within the room of every bucket with a key, with their turn (0
+    -- without fairness): the k-th job of a key waits k turns of its key.
     SELECT x.id, x.priority, x.scheduled_at,
-        CASE WHEN @fair_rule::int IS NULL THEN 0 ELSE coalesce((
-            SELECT ceil((rm.n + k.rank)::numeric / coalesce(
-                (SELECT w.weight FROM unnest(@w_key::jsonb[], @w_weight::int[]) AS w(key, weight)
-                 WHERE w.key = k.key), @w_default::int))
-            FROM ranked AS k JOIN room AS rm ON rm.i = k.i AND rm.key = k.key
+        coalesce((
+            SELECT t.base + k.rank::float8 / t.weight
+            FROM ranked AS k JOIN turns AS t ON t.key = k.key
             WHERE k.id = x.id AND k.i = @fair_rule::int
-        ), 0) END AS turn
+        ), 0) AS turn
     FROM cand AS x
     WHERE NOT EXISTS (
         SELECT 1
@@ -254,6 +265,18 @@ charged AS (
     ON CONFLICT (name, key) DO UPDATE
     SET tat = greatest(s.tat, now()) + (EXCLUDED.tat - now())
     RETURNING s.name, s.tat
+),
+turned AS (
+    -- Fairness: each key served moves its turns on by starts / weight.
+    INSERT INTO {schema}.pyriver_flow_rate AS s (name, key, tat)
+    SELECT @fair_name::text, t.key::text,
+        now() + make_interval(secs => count(*)::float8 / min(t.weight))
+    FROM claimed AS c
+        JOIN exp AS e ON e.id = c.id AND e.i = @fair_rule::int
+        JOIN turns AS t ON t.key = e.key
+    GROUP BY t.key
+    ON CONFLICT (name, key) DO UPDATE
+    SET tat = greatest(s.tat, now()) + (EXCLUDED.tat - now())
 )
 SELECT claimed.*, NULL::int AS _candidates, NULL::bool AS _blocked, NULL::timestamptz AS _refill_at
 FROM claimed
