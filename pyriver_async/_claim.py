@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +41,9 @@ from ._workers import Workers
 __all__ = ["ClaimResult", "Claimer", "FlowClaimer", "PlainClaimer", "Rule", "claimer_for"]
 
 log = logging.getLogger("pyriver_async.producer")
+
+#: How often (seconds) a claimer deletes the spent rows of its rate and fair rules.
+PRUNE_EVERY = 300.0
 
 _json = msgspec.json.Encoder(order="deterministic").encode
 # How a claimed row's metadata (JSON text) shows that the job is in a sequence.
@@ -317,8 +321,12 @@ class FlowClaimer:
         self.sequences = sequences
         self.lock_key = lock_key(schema, queue)
         self.rules, self.fair_rule, weights = compile_rules(queue, cfg)
-        # Where a fair rule keeps its keys' turns (rows of pyriver_flow_rate).
+        # Where a fair rule keeps its keys' turns (rows of pyriver_flow_state).
         self.fair_name = f"fair:{queue}"
+        self.state_names = [r.name for r in self.rules if r.rate is not None]
+        if self.fair_rule is not None:
+            self.state_names.append(self.fair_name)
+        self._next_prune = time.monotonic() + PRUNE_EVERY
         self._functions: _FunctionKeys | None = None
         if any(r.function is not None for r in self.rules):
             self._functions = _FunctionKeys(self.rules, workers or Workers(), kinds)
@@ -395,6 +403,9 @@ class FlowClaimer:
             default_weight=1,
             keyed=self._functions,
         )
+        if self.state_names and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY
+            await db.flow_prune(names=self.state_names)
         limited = got.blocked or got.candidates > len(got.rows)
         in_sequence: tuple[int, ...] = ()
         if self.sequences:

@@ -165,7 +165,7 @@ class RateLimit:
     how many may start at once after a quiet spell.
 
     The algorithm is GCRA (a token bucket of ``burst`` tokens refilled at
-    ``limit / per``), with its state in the ``pyriver_flow_rate`` table: over any
+    ``limit / per``), with its state in the ``pyriver_flow_state`` table: over any
     stretch of time ``t``, at most ``burst + t * limit / per`` jobs start, and a
     steady backlog starts exactly ``limit`` per ``per``. A start counts when the job is
     claimed: a retry, a rescue or a snooze that runs the job again counts again.

@@ -214,6 +214,10 @@ class Executor(InsertExecutor, Protocol):
         ``older_than`` seconds: (kind, jobs seen, waiting since)."""
         ...
 
+    async def flow_prune(self, *, names: Sequence[str]) -> int:
+        """Delete the rows of rate buckets and fair turns of ``names`` that are spent."""
+        ...
+
     # -- migrations --------------------------------------------------------------------
     async def migration_table_info(self) -> bool | None:
         """None without a river_migration table, else whether it has its line column."""

@@ -175,6 +175,7 @@ class Queries:
     flow_candidates: Query
     flow_usage: Query
     flow_unclaimed_kinds: Query
+    flow_prune: Query
 
     @staticmethod
     @cache

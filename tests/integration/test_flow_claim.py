@@ -9,6 +9,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -32,7 +33,8 @@ from pyriver_async import (
     migrate,
 )
 from pyriver_async import _producer as producer_module
-from tests._support import eventually
+from pyriver_async._claim import FlowClaimer
+from tests._support import db_executor, eventually
 
 
 class Task(JobArgs, kind="flow_task"):
@@ -614,3 +616,109 @@ async def test_limits_need_the_pyriver_line(
         await client.start()
     await client.close()
     await Client(url, workers=workers, queues={"q": QueueConfig()}, maintenance=False).close()
+
+
+# -- the claim itself, under contention ---------------------------------------------------
+
+
+async def test_concurrent_claims_never_exceed_the_limits(pool: asyncpg.Pool) -> None:
+    """Eight claimers on eight connections, claiming and completing as fast as they can:
+    every job's [claimed, completed] interval (database times) overlaps with at most
+    `global_limit` others, and at most `partition_limit` of one key."""
+    await pool.execute(
+        "INSERT INTO river_job (args, kind, max_attempts) "
+        "SELECT jsonb_build_object('key', g % 3), 'flow_task', 5 FROM generate_series(1, 600) g"
+    )
+    cfg = QueueConfig(max_workers=10, global_limit=4, partition_by="key", partition_limit=2)
+    claimer = FlowClaimer("default", cfg, schema="public", kinds=None, sequences=False)
+    ex = db_executor(pool)
+    rnd = random.Random(7)
+
+    async def claimer_loop(n: int) -> None:
+        while True:
+            async with ex.session() as db:
+                got = await claimer.claim(
+                    db, limit=rnd.randint(1, 3), client_id=f"c{n}", done=(), running_kinds={}
+                )
+            if not got.rows and not got.limited:
+                left: int = await pool.fetchval(
+                    "SELECT count(*) FROM river_job WHERE state <> 'completed'"
+                )
+                if left == 0:
+                    return
+            await asyncio.sleep(rnd.uniform(0, 0.004))
+            if got.rows:
+                await pool.execute(
+                    "UPDATE river_job SET state = 'completed', finalized_at = clock_timestamp() "
+                    "WHERE id = ANY($1)",
+                    [r[0] for r in got.rows],
+                )
+            else:
+                await asyncio.sleep(0.002)
+
+    async def inserter() -> None:
+        # New jobs keep arriving at the head of the claim order (an earlier
+        # scheduled_at, as a retried or rescued job may have): claims racing without
+        # the lock would see different candidates, and over-claim.
+        for _ in range(300):
+            await pool.execute(
+                "INSERT INTO river_job (args, kind, max_attempts, scheduled_at) VALUES "
+                "(jsonb_build_object('key', $1::int), 'flow_task', 5, "
+                "now() - interval '1 hour' - $2 * interval '1 second')",
+                rnd.randrange(3),
+                rnd.random() * 1000,
+            )
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(asyncio.gather(inserter(), *(claimer_loop(n) for n in range(8))), 60)
+    rows = await pool.fetch("SELECT attempted_at, finalized_at, args->>'key' AS key FROM river_job")
+    assert all(r["finalized_at"] is not None for r in rows)
+
+    def overlap(sel: list[asyncpg.Record]) -> int:
+        events = sorted(
+            [(r["attempted_at"], 1) for r in sel] + [(r["finalized_at"], -1) for r in sel]
+        )
+        now = peak = 0
+        for _, step in events:
+            now += step
+            peak = max(peak, now)
+        return peak
+
+    assert overlap(rows) == 4
+    assert max(overlap([r for r in rows if r["key"] == k]) for k in "012") == 2
+
+
+async def test_spent_rate_and_turn_rows_are_deleted(
+    pool: asyncpg.Pool,
+    make_client: ClientFactory,
+    tracker: Tracker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyriver_async import _claim
+
+    monkeypatch.setattr(_claim, "PRUNE_EVERY", 0.0)
+    client = make_client(
+        QueueConfig(
+            max_workers=5,
+            partition_by="key",
+            fair=True,
+            rate_limit=RateLimit(1, per=0.5, by="key"),
+        )
+    )
+    first = [
+        r.job.id for r in await client.insert_many([Task(key=k, seconds=0) for k in range(20)])
+    ]
+    async with client:
+        await finished(pool, first)
+        assert await pool.fetchval("SELECT count(*) FROM pyriver_flow_state") == 40
+        # A second on, every bucket is full again and every turn is due: the next
+        # claims delete those rows, and keep the ones they just wrote.
+        await asyncio.sleep(1.1)
+        last = (await client.insert(Task(key=99, seconds=0))).job.id
+        await finished(pool, [last])
+        await client.insert(Task(key=98, seconds=0))
+        await eventually(
+            lambda: pool.fetchval("SELECT count(*) <= 4 FROM pyriver_flow_state"), timeout=5
+        )
+    keys = await pool.fetch("SELECT DISTINCT key FROM pyriver_flow_state")
+    assert {r["key"] for r in keys} <= {"[null, 99, null, null]", "[null, 98, null, null]"}

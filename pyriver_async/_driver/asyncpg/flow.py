@@ -8,7 +8,7 @@ from typing import Any
 
 from ..columns import JOB_COLUMNS
 from ..records import FlowClaimed, FlowRules, FlowUsage, KeyedCandidates
-from ._base import Base
+from ._base import Base, rowcount
 
 __all__ = ["FlowQueries"]
 
@@ -127,3 +127,7 @@ class FlowQueries(Base):
             q, q.bind(queue=queue, kinds=list(kinds), older_than=older_than)
         )
         return [(r["kind"], r["n"], r["since"]) for r in records]
+
+    async def flow_prune(self, *, names: Sequence[str]) -> int:
+        q = self._queries.flow_prune
+        return rowcount(await self._execute(q, q.bind(names=list(names))))

@@ -3,7 +3,7 @@
 -- element per rule (see pyriver_async/_flow.py, `ClaimPlan`): which kind it covers
 -- (NULL: every kind of the queue), where its key comes from, its running cap, and its
 -- rate. Nothing about a limit is stored, except the state of rate limits
--- (pyriver_flow_rate, the pyriver migration line).
+-- (pyriver_flow_state, the pyriver migration line).
 
 -- name: flow_lock
 -- Serialises the claims of one queue that has limits, across every process, until the
@@ -61,6 +61,8 @@ SELECT * FROM unnest(
 --    arrival time moves on by one emission interval per start).
 -- A last row with a NULL id tells the producer what it saw: how many candidates,
 -- whether some bucket was blocked, and when the earliest empty rate bucket refills.
+-- Times are the statement's (statement_timestamp()), not the transaction's: the
+-- transaction began before the lock was held, maybe a while ago.
 WITH rules AS MATERIALIZED (
     {_flow_rules}
 ),
@@ -79,8 +81,8 @@ used AS MATERIALIZED (
 rate_blocked AS MATERIALIZED (
     SELECT r.i, s.key, s.tat - make_interval(secs => r.rate_tau) AS refill_at
     FROM rules AS r
-        JOIN {schema}.pyriver_flow_rate AS s ON s.name = r.name
-    WHERE r.rate_t IS NOT NULL AND s.tat > now() + make_interval(secs => r.rate_tau)
+        JOIN {schema}.pyriver_flow_state AS s ON s.name = r.name
+    WHERE r.rate_t IS NOT NULL AND s.tat > statement_timestamp() + make_interval(secs => r.rate_tau)
 ),
 blocked AS MATERIALIZED (
     SELECT coalesce(array_agg(b.token), '{}') AS tokens
@@ -104,7 +106,7 @@ cand AS MATERIALIZED (
     FROM {schema}.river_job AS x
     WHERE x.state = 'available'
         AND x.queue = @queue::text
-        AND x.scheduled_at <= now()
+        AND x.scheduled_at <= statement_timestamp()
         AND (@kinds::text[] IS NULL OR x.kind = ANY(@kinds::text[]))
         AND (CASE WHEN cardinality((SELECT tokens FROM blocked)) = 0 THEN true
             ELSE NOT (ARRAY(
@@ -160,12 +162,12 @@ room AS MATERIALIZED (
             CASE WHEN e.cap IS NULL THEN NULL WHEN e.local THEN e.cap
                 ELSE e.cap - coalesce(u.n, 0) END,
             CASE WHEN e.rate_t IS NULL THEN NULL
-                ELSE floor((extract(epoch FROM now() - greatest(coalesce(s.tat, now()), now()))
+                ELSE floor((extract(epoch FROM statement_timestamp() - greatest(coalesce(s.tat, statement_timestamp()), statement_timestamp()))
                     + e.rate_tau) / e.rate_t)::int + 1 END
         ) AS room
     FROM (SELECT DISTINCT i, key, name, cap, local, rate_t, rate_tau FROM exp) AS e
         LEFT JOIN used AS u ON u.i = e.i AND u.key = e.key
-        LEFT JOIN {schema}.pyriver_flow_rate AS s
+        LEFT JOIN {schema}.pyriver_flow_state AS s
             ON e.rate_t IS NOT NULL AND s.name = e.name AND s.key = e.key::text
 ),
 ranked AS MATERIALIZED (
@@ -178,15 +180,15 @@ ranked AS MATERIALIZED (
 ),
 turns AS MATERIALIZED (
     -- Fairness (@fair_rule): each key of that rule met among the candidates, with when
-    -- its next turn is due and its weight. A key's turns are kept in pyriver_flow_rate
+    -- its next turn is due and its weight. A key's turns are kept in pyriver_flow_state
     -- (name @fair_name) as a virtual finish time, as in weighted fair queueing: each
     -- start moves it on by 1/weight seconds, a key back from idle starts at now. Keys
     -- whose time is earliest go first, so keys with backlogs take turns, across claims
     -- and processes, `weight` starts per turn.
-    SELECT e.key, extract(epoch FROM greatest(coalesce(s.tat, now()), now())) AS base,
+    SELECT e.key, extract(epoch FROM greatest(coalesce(s.tat, statement_timestamp()), statement_timestamp())) AS base,
         coalesce(w.weight, @w_default::int) AS weight
     FROM (SELECT DISTINCT key FROM exp WHERE i = @fair_rule::int) AS e
-        LEFT JOIN {schema}.pyriver_flow_rate AS s
+        LEFT JOIN {schema}.pyriver_flow_state AS s
             ON s.name = @fair_name::text AND s.key = e.key::text
         LEFT JOIN unnest(@w_key::jsonb[], @w_weight::int[]) AS w(key, weight) ON w.key = e.key
 ),
@@ -238,7 +240,7 @@ claimed AS (
     UPDATE {schema}.river_job AS j
     SET state = 'running',
         attempt = j.attempt + 1,
-        attempted_at = now(),
+        attempted_at = statement_timestamp(),
         attempted_by = CASE
             WHEN coalesce(array_length(j.attempted_by, 1), 0) >= 100
                 THEN array_append(j.attempted_by[2:], @client_id::text)
@@ -257,26 +259,26 @@ claimed AS (
 ),
 charged AS (
     -- GCRA: each start moves its bucket's theoretical arrival time on by one interval.
-    INSERT INTO {schema}.pyriver_flow_rate AS s (name, key, tat)
-    SELECT r.name, ({_flow_key})::text, now() + make_interval(secs => r.rate_t * count(*))
+    INSERT INTO {schema}.pyriver_flow_state AS s (name, key, tat)
+    SELECT r.name, ({_flow_key})::text, statement_timestamp() + make_interval(secs => r.rate_t * count(*))
     FROM claimed AS x JOIN rules AS r ON (r.kind IS NULL OR r.kind = x.kind)
     WHERE r.rate_t IS NOT NULL
     GROUP BY r.name, r.i, 2, r.rate_t
     ON CONFLICT (name, key) DO UPDATE
-    SET tat = greatest(s.tat, now()) + (EXCLUDED.tat - now())
+    SET tat = greatest(s.tat, statement_timestamp()) + (EXCLUDED.tat - statement_timestamp())
     RETURNING s.name, s.tat
 ),
 turned AS (
     -- Fairness: each key served moves its turns on by starts / weight.
-    INSERT INTO {schema}.pyriver_flow_rate AS s (name, key, tat)
+    INSERT INTO {schema}.pyriver_flow_state AS s (name, key, tat)
     SELECT @fair_name::text, t.key::text,
-        now() + make_interval(secs => count(*)::float8 / min(t.weight))
+        statement_timestamp() + make_interval(secs => count(*)::float8 / min(t.weight))
     FROM claimed AS c
         JOIN exp AS e ON e.id = c.id AND e.i = @fair_rule::int
         JOIN turns AS t ON t.key = e.key
     GROUP BY t.key
     ON CONFLICT (name, key) DO UPDATE
-    SET tat = greatest(s.tat, now()) + (EXCLUDED.tat - now())
+    SET tat = greatest(s.tat, statement_timestamp()) + (EXCLUDED.tat - statement_timestamp())
 )
 SELECT claimed.*, NULL::int AS _candidates, NULL::bool AS _blocked, NULL::timestamptz AS _refill_at
 FROM claimed
@@ -288,7 +290,7 @@ SELECT {job_columns_null}, (SELECT count(*)::int FROM cand),
         (SELECT min(refill_at) FROM rate_blocked),
         (SELECT min(c.tat - make_interval(secs => r.rate_tau))
             FROM charged AS c JOIN rules AS r ON r.name = c.name
-            WHERE c.tat - make_interval(secs => r.rate_tau) > now())
+            WHERE c.tat - make_interval(secs => r.rate_tau) > statement_timestamp())
     );
 
 -- name: flow_candidates
@@ -347,7 +349,7 @@ SELECT u.i::int AS rule, u.key::text AS key, u.running, u.waiting,
     (SELECT count(*)::int FROM waiting) AS scanned
 FROM usage AS u
     JOIN rules AS r ON r.i = u.i
-    LEFT JOIN {schema}.pyriver_flow_rate AS s
+    LEFT JOIN {schema}.pyriver_flow_state AS s
         ON r.rate_t IS NOT NULL AND s.name = r.name AND s.key = u.key::text
 ORDER BY u.i, u.running DESC, u.waiting DESC;
 
@@ -369,3 +371,10 @@ FROM (
 ) AS w
 GROUP BY kind
 ORDER BY kind;
+
+-- name: flow_prune
+-- Rows of pyriver_flow_state whose time has passed mean the same as no row (a full
+-- rate bucket, a key whose turn is now): the clients using @names delete them now and
+-- then, so per-key rules do not leave a row behind for every key ever seen.
+DELETE FROM {schema}.pyriver_flow_state
+WHERE name = ANY(@names::text[]) AND tat < now();
