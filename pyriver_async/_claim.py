@@ -3,15 +3,18 @@
 - :class:`PlainClaimer`: a queue without limits. One ``UPDATE ... FOR UPDATE SKIP
   LOCKED`` statement per batch (``job_claim``), as before flow control existed, with
   the kind filter of kind-aware claiming.
-- :class:`FlowClaimer`: a queue with limits or sequences. The queue's advisory lock,
-  then one claim statement (``flow_claim``) in the same transaction. The limits are
-  compiled once, here, into rules the statement reads as arrays.
+- :class:`FlowClaimer`: a queue with limits or sequences. One claim statement
+  (``flow_claim``) that passes the queue's gate; the limits are compiled once, here,
+  into rules the statement reads as arrays.
 
-Why a lock and a transaction: a limit is a count of ``running`` rows, and two claims
-counting at once would both see room for the same slot. Under READ COMMITTED each
-statement takes its snapshot when it starts; the claim runs after the lock is held,
-so it sees every claim committed before it. The count is the job table itself: no
-counter to keep in step, so a rescue, a retry, a snooze, a completion by a River
+Why a gate: a limit is a count of ``running`` rows, and two claims counting at once
+would both see room for the same slot. Claims of one queue pass its gate (a row of
+``pyriver_flow_state`` the statement upserts, which locks it) one at a time; under
+READ COMMITTED a statement's snapshot is taken when it starts, before it waits at the
+gate, so the gate also counts claims, and a claim that sees the count move since its
+snapshot claims nothing and runs again in a transaction holding the gate, with a
+fresh snapshot. The count is the job table itself: no running counter to keep in
+step, so a rescue, a retry, a snooze, a completion by a River
 process, or a job deleted by hand frees its slot as soon as its row leaves
 ``running``; a process that was SIGKILLed holds its slots until the rescuer takes its
 jobs back.
@@ -19,7 +22,6 @@ jobs back.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -74,7 +76,7 @@ class ClaimResult:
 class Claimer(Protocol):
     """Takes up to ``limit`` available jobs of one queue and marks them running."""
 
-    #: True when claims of this queue serialise on its lock (limits, sequences).
+    #: True when claims of this queue pass its gate one at a time (limits, sequences).
     locked: bool
     #: The kinds claimed (None: every kind).
     kinds: list[str] | None
@@ -167,12 +169,6 @@ class Rule:
         if self.setting == "fair":
             return f"fair turns by {self.key_description()} on {scope}"
         return f"{self.setting} {self.cap}{per_key} on {scope}"
-
-
-def lock_key(schema: str, queue: str) -> int:
-    """The advisory lock of a queue's claims (64 bits of a hash of schema and queue)."""
-    digest = hashlib.blake2b(f"pyriver.flow:{schema}:{queue}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def compile_rules(queue: str, cfg: QueueConfig) -> tuple[list[Rule], int | None, Any]:
@@ -302,7 +298,7 @@ def _has_sequences(workers: Workers, kinds: Iterable[str]) -> bool:
 
 
 class FlowClaimer:
-    """The claim of a queue with limits or sequences: lock, then one statement."""
+    """The claim of a queue with limits or sequences: one statement behind the gate."""
 
     locked = True
 
@@ -319,7 +315,8 @@ class FlowClaimer:
         self.queue = queue
         self.kinds = kinds
         self.sequences = sequences
-        self.lock_key = lock_key(schema, queue)
+        # The row of pyriver_flow_state that serialises this queue's claims.
+        self.gate = f"gate:{queue}"
         self.rules, self.fair_rule, weights = compile_rules(queue, cfg)
         # Where a fair rule keeps its keys' turns (rows of pyriver_flow_state).
         self.fair_name = f"fair:{queue}"
@@ -327,6 +324,8 @@ class FlowClaimer:
         if self.fair_rule is not None:
             self.state_names.append(self.fair_name)
         self._next_prune = time.monotonic() + PRUNE_EVERY
+        #: Claims that found themselves stale and ran again behind the gate.
+        self.retries = 0
         self._functions: _FunctionKeys | None = None
         if any(r.function is not None for r in self.rules):
             self._functions = _FunctionKeys(self.rules, workers or Workers(), kinds)
@@ -387,7 +386,7 @@ class FlowClaimer:
         running_kinds: Mapping[str, int],
     ) -> ClaimResult:
         got = await db.flow_claim(
-            lock_key=self.lock_key,
+            gate=self.gate,
             queue=self.queue,
             limit=limit,
             client_id=client_id,
@@ -403,6 +402,7 @@ class FlowClaimer:
             default_weight=1,
             keyed=self._functions,
         )
+        self.retries += got.retried
         if self.state_names and time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY
             await db.flow_prune(names=self.state_names)

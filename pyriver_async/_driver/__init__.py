@@ -180,7 +180,7 @@ class Executor(InsertExecutor, Protocol):
     async def flow_claim(
         self,
         *,
-        lock_key: int,
+        gate: str,
         queue: str,
         limit: int,
         client_id: str,
@@ -196,9 +196,10 @@ class Executor(InsertExecutor, Protocol):
         default_weight: int,
         keyed: KeyedCandidates | None = None,
     ) -> FlowClaimed:
-        """The claim of a queue with limits: its advisory lock, then the claim, in one
-        transaction (a bound executor: inside ``session()``). With ``keyed``, the
-        candidates are read first and their keys computed by ``keyed.compute``."""
+        """The claim of a queue with limits: one statement behind the queue's claim
+        gate (``gate``), run again in a transaction holding the gate when it was stale.
+        With ``keyed``, the candidates are read first and their keys computed by
+        ``keyed.compute``."""
         ...
 
     async def flow_usage(

@@ -170,8 +170,10 @@ class Queries:
     schema_columns: Query
     schema_indexes: Query
     # flow.sql (flow control: claims of queues with limits, their status)
-    flow_lock: Query
+    flow_gate: Query
     flow_claim: Query
+    flow_claim_capped: Query
+    flow_claim_partitioned: Query
     flow_candidates: Query
     flow_usage: Query
     flow_unclaimed_kinds: Query

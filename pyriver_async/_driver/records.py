@@ -172,13 +172,16 @@ class FlowRules:
 @dataclass(frozen=True, slots=True)
 class FlowClaimed:
     """What a flow claim returned: the job rows it marked running, how many candidates
-    it looked at, whether some bucket was full (jobs waited on a limit), and when the
-    earliest empty rate bucket has a token again."""
+    it looked at, whether some bucket was full (jobs waited on a limit), when the
+    earliest empty rate bucket has a token again, and whether it had to run twice."""
 
     rows: list[Any]
     candidates: int
     blocked: bool
     refill_at: datetime | None
+    #: The first try found another claim had committed while it waited for the gate,
+    #: and the claim ran again behind the gate.
+    retried: bool = False
 
 
 class KeyedCandidates(Protocol):

@@ -19,7 +19,7 @@ from pyriver_async import (
     SequenceOpts,
     Workers,
 )
-from pyriver_async._claim import FlowClaimer, PlainClaimer, claimer_for, compile_rules, lock_key
+from pyriver_async._claim import FlowClaimer, PlainClaimer, claimer_for, compile_rules
 from pyriver_async._flow import sequence_metadata
 
 
@@ -213,10 +213,13 @@ def test_a_queue_without_limits_keeps_the_plain_claim() -> None:
     assert isinstance(claimer_for("q", QueueConfig(), workers, schema="public"), FlowClaimer)
 
 
-def test_each_queue_and_schema_has_its_own_lock() -> None:
-    keys = {lock_key(s, q) for s in ("public", "other") for q in ("a", "b")}
-    assert len(keys) == 4
-    assert lock_key("public", "a") == lock_key("public", "a")
+def test_each_queue_has_its_own_gate() -> None:
+    gates = {
+        FlowClaimer(q, QueueConfig(global_limit=1), schema="public", kinds=None,
+                    sequences=False).gate
+        for q in ("a", "b")
+    }  # fmt: skip
+    assert gates == {"gate:a", "gate:b"}
 
 
 def test_sequence_key_is_fixed_at_insert() -> None:

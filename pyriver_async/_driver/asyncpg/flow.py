@@ -7,12 +7,46 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..columns import JOB_COLUMNS
+from ..queries import Query
 from ..records import FlowClaimed, FlowRules, FlowUsage, KeyedCandidates
 from ._base import Base, rowcount
 
 __all__ = ["FlowQueries"]
 
-_N = len(JOB_COLUMNS)  # flow_claim: job columns, then _candidates, _blocked, _refill_at
+# flow_claim: job columns, then _stale, _candidates, _blocked, _refill_at
+_N = len(JOB_COLUMNS)
+
+
+def _capped_only(
+    rules: FlowRules, fair_rule: int | None, sequences: bool, keyed: KeyedCandidates | None
+) -> int | None:
+    """The cap when the only limit is the queue's global_limit (flow_claim_capped)."""
+    if len(rules.kind) != 1 or fair_rule is not None or sequences or keyed is not None:
+        return None
+    if rules.kind[0] is None and rules.src[0] == "none" and rules.rate_t[0] is None:
+        return rules.cap[0]
+    return None
+
+
+def _partitioned_only(
+    rules: FlowRules, fair_rule: int | None, sequences: bool, keyed: KeyedCandidates | None
+) -> tuple[int, int | None] | None:
+    """(index of the partition rule, the queue's cap or None) when the limits are one
+    queue-wide partition cap and at most the queue's global_limit (flow_claim_partitioned)."""
+    if fair_rule is not None or sequences or keyed is not None or not 1 <= len(rules.kind) <= 2:
+        return None
+    if any(k is not None for k in rules.kind) or any(t is not None for t in rules.rate_t):
+        return None
+    if any(local for local in rules.local):
+        return None
+    keyed_rules = [i for i, src in enumerate(rules.src) if src in ("args", "metadata", "kind")]
+    plain = [i for i, src in enumerate(rules.src) if src == "none"]
+    if len(keyed_rules) != 1 or len(keyed_rules) + len(plain) != len(rules.src):
+        return None
+    i = keyed_rules[0]
+    if rules.cap[i] is None:
+        return None
+    return i, (rules.cap[plain[0]] if plain else None)
 
 
 class FlowQueries(Base):
@@ -21,7 +55,7 @@ class FlowQueries(Base):
     async def flow_claim(
         self,
         *,
-        lock_key: int,
+        gate: str,
         queue: str,
         limit: int,
         client_id: str,
@@ -37,9 +71,49 @@ class FlowQueries(Base):
         default_weight: int,
         keyed: KeyedCandidates | None = None,
     ) -> FlowClaimed:
-        lock = self._queries.flow_lock
+        capped = _capped_only(rules, fair_rule, sequences, keyed)
+        if capped is not None:
+            q = self._queries.flow_claim_capped
+            args = q.bind(
+                gate=gate,
+                queue=queue,
+                limit=limit,
+                client_id=client_id,
+                kinds=list(kinds) if kinds is not None else None,
+                done=list(done),
+                cap=capped,
+            )
+            return await self._run_flow_claim(q, args, gate)
+        part = _partitioned_only(rules, fair_rule, sequences, keyed)
+        if part is not None:
+            i, cap = part
+            q = self._queries.flow_claim_partitioned
+            args = q.bind(
+                gate=gate,
+                queue=queue,
+                limit=limit,
+                client_id=client_id,
+                kinds=list(kinds) if kinds is not None else None,
+                done=list(done),
+                window=window,
+                cap=cap,
+                part_cap=rules.cap[i],
+                src=rules.src[i],
+                with_kind=rules.with_kind[i],
+                f1=rules.f1[i],
+                f2=rules.f2[i],
+                f3=rules.f3[i],
+            )
+            return await self._run_flow_claim(q, args, gate)
         q = self._queries.flow_claim
-        values = dict(
+        fk: str | None = None
+        forced: list[int] = []
+        if keyed is not None:
+            c = self._queries.flow_candidates
+            rows = await self._fetch(c, c.bind(queue=queue, kinds=list(keyed.kinds), window=window))
+            fk, forced = keyed.compute(rows)
+        args = q.bind(
+            gate=gate,
             queue=queue,
             limit=limit,
             client_id=client_id,
@@ -63,24 +137,32 @@ class FlowQueries(Base):
             w_key=list(weight_keys),
             w_weight=list(weights),
             w_default=default_weight,
+            fk=fk,
+            forced=forced,
+            simple=all(
+                k is None and src == "none" for k, src in zip(rules.kind, rules.src, strict=True)
+            )
+            and fair_rule is None,
         )
-        async with self.transaction():
-            await self._execute(lock, lock.bind(key=lock_key))
-            fk: str | None = None
-            forced: list[int] = []
-            if keyed is not None:
-                c = self._queries.flow_candidates
-                rows = await self._fetch(
-                    c, c.bind(queue=queue, kinds=list(keyed.kinds), window=window)
-                )
-                fk, forced = keyed.compute(rows)
-            records: list[Any] = await self._fetch(q, q.bind(**values, fk=fk, forced=forced))
+        return await self._run_flow_claim(q, args, gate)
+
+    async def _run_flow_claim(self, q: Query, args: tuple[Any, ...], gate: str) -> FlowClaimed:
+        records: list[Any] = await self._fetch(q, args)
+        stale = bool(records[-1][_N])
+        if stale:
+            # Another claim committed while this one waited for the gate: run it again
+            # holding the gate, with a snapshot taken after it is held.
+            gq = self._queries.flow_gate
+            async with self.session() as bound, bound.transaction():
+                await bound._execute(gq, gq.bind(gate=gate))
+                records = await bound._fetch(q, args)
         info = records.pop()  # the last row: what the claim saw
         return FlowClaimed(
             rows=records,
-            candidates=int(info[_N] or 0),
-            blocked=bool(info[_N + 1]),
-            refill_at=info[_N + 2],
+            candidates=int(info[_N + 1] or 0),
+            blocked=bool(info[_N + 2]),
+            refill_at=info[_N + 3],
+            retried=stale,
         )
 
     async def flow_usage(
