@@ -13,8 +13,9 @@ machine), run once by default (``--runs`` for more):
   jobs running (from their claim and completion times in the database) against N.
 - ``rate``: a rate limit of R/s worked by two OS processes for ``--rate-seconds``;
   the starts per second delivered (target: R +- 5 %).
-- ``locks``: the claim's serialisation, an advisory lock against a row lock, alone,
-  by one and by four connections.
+- ``locks``: ways to serialise the claims of a queue, alone, by one and by four
+  connections: the gate row the claim upserts (the one used), an advisory lock or a
+  row lock in a transaction.
 - ``backlog``: one flow claim with a key at its cap whose ``--backlog`` jobs sit ahead
   of the others in claim order (what skipping them costs).
 
@@ -314,35 +315,99 @@ async def rate_two_processes(
 
 
 async def locks(url: str) -> dict[str, Any]:
-    """BEGIN; <lock>; COMMIT as fast as possible: an advisory lock (what the claim
-    uses) against a row lock on a small table (the other way to serialise)."""
+    """The ways to serialise a queue's claims, alone, as fast as one and four
+    connections can: the gate row the claim statement upserts (what flow_claim does,
+    one statement), an advisory lock in a transaction (BEGIN; lock; COMMIT: the lock
+    must come before the claim's statement), and a row lock in a transaction."""
     setup = await asyncpg.connect(url)
-    await setup.execute("CREATE TABLE IF NOT EXISTS bench_lock (name text PRIMARY KEY)")
-    await setup.execute("INSERT INTO bench_lock VALUES ('q') ON CONFLICT DO NOTHING")
+    await setup.execute(
+        "INSERT INTO pyriver_flow_state (name, key, tat) VALUES ('bench', '', now()) "
+        "ON CONFLICT DO NOTHING"
+    )
     await setup.close()
-    stmts = {
-        "advisory": "SELECT pg_advisory_xact_lock(42)",
-        "row": "SELECT 1 FROM bench_lock WHERE name = 'q' FOR UPDATE",
+    gate = (
+        "INSERT INTO pyriver_flow_state AS s (name, key, tat, n) VALUES ('bench', '', now(), 1) "
+        "ON CONFLICT (name, key) DO UPDATE SET n = s.n + 1"
+    )
+    ways: dict[str, tuple[str, bool]] = {
+        "gate_row_statement": (gate, False),
+        "advisory_lock_transaction": ("SELECT pg_advisory_xact_lock(42)", True),
+        "row_lock_transaction": (
+            "SELECT 1 FROM pyriver_flow_state WHERE name = 'bench' AND key = '' FOR UPDATE",
+            True,
+        ),
     }
     out: dict[str, Any] = {}
     for conns in (1, 4):
-        for label, sql in stmts.items():
+        for label, (sql, in_tx) in ways.items():
             cs = [await asyncpg.connect(url) for _ in range(conns)]
             done = 0
 
-            async def loop(c: asyncpg.Connection, sql: str, t_end: float) -> None:
+            async def loop(c: asyncpg.Connection, sql: str, in_tx: bool, t_end: float) -> None:
                 nonlocal done
                 while time.monotonic() < t_end:
-                    async with c.transaction():
+                    if in_tx:
+                        async with c.transaction():
+                            await c.execute(sql)
+                    else:
                         await c.execute(sql)
                     done += 1
 
             t_end = time.monotonic() + 3.0
-            await asyncio.gather(*(loop(c, sql, t_end) for c in cs))
+            await asyncio.gather(*(loop(c, sql, in_tx, t_end) for c in cs))
             for c in cs:
                 await c.close()
             out[f"{label}_{conns}_conn_per_s"] = round(done / 3.0)
+    out.update(await claim_ways(url))
     return out
+
+
+async def claim_ways(url: str, rounds: int = 30) -> dict[str, Any]:
+    """Whole claims of 100 jobs (then completed, outside the clock), each way: the plain
+    claim, the capped claim behind its gate row, and the plain claim inside a
+    transaction that takes an advisory lock first."""
+    from pyriver_async._claim import FlowClaimer
+    from pyriver_async._driver.asyncpg import AsyncpgExecutor
+    from pyriver_async._driver.queries import Queries
+
+    q = Queries.for_schema("public")
+    conn = await asyncpg.connect(url)
+    try:
+        await reset_jobs(conn)
+        await load_jobs(conn, 200_000)
+        ex = AsyncpgExecutor(q, conn=conn, timeout=60)
+        capped = FlowClaimer(
+            "default", QueueConfig(global_limit=1000), schema="public", kinds=None, sequences=False
+        )
+        plain_args = q.job_claim.bind(queue="default", limit=100, client_id="b", kinds=None)
+
+        async def plain() -> None:
+            await conn.fetch(q.job_claim.sql, *plain_args)
+
+        async def gate() -> None:
+            await capped.claim(ex, limit=100, client_id="b", done=(), running_kinds={})
+
+        async def advisory() -> None:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(42)")
+                await conn.fetch(q.job_claim.sql, *plain_args)
+
+        ways = {"plain": plain, "gate_row": gate, "advisory_lock_transaction": advisory}
+        times: dict[str, list[float]] = {k: [] for k in ways}
+        for _ in range(rounds):
+            for k, f in ways.items():
+                t = time.perf_counter()
+                await f()
+                times[k].append(time.perf_counter() - t)
+                await conn.execute(
+                    "UPDATE river_job SET state = 'completed', finalized_at = now() "
+                    "WHERE state = 'running'"
+                )
+        return {
+            f"claim_100_{k}_ms": round(statistics.median(v[3:]) * 1000, 2) for k, v in times.items()
+        }
+    finally:
+        await conn.close()
 
 
 async def backlog(url: str, admin: asyncpg.Connection, n: int) -> dict[str, Any]:
@@ -451,7 +516,7 @@ async def _main(args: argparse.Namespace, loop: str) -> None:
                 res.extra["rate"] = rt
                 res.medians["rate_ratio"] = rt["ratio"]
             if "locks" in only:
-                prog.step("locks: advisory against row lock")
+                prog.step("locks: gate row, advisory lock, row lock")
                 res.extra["locks"] = await locks(url)
                 res.medians.update(res.extra["locks"])
             if "backlog" in only:
