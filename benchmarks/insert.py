@@ -11,6 +11,12 @@
 - insert_many of 100,000 (COPY path) vs a bare COPY of the same rows.
 - single insert through a Client given a plain ``asyncpg.create_pool()`` (default
   reset query on release), to show what that reset costs.
+- other libraries (``conn=`` a psycopg ``AsyncConnection``, a SQLAlchemy
+  ``AsyncSession`` on asyncpg): one job per transaction of the caller, and
+  insert_many of 1,000 in one, each beside the same SQL sent bare through that library
+  (psycopg: the insert statement, and a COPY of 1,000; SQLAlchemy: the insert
+  statement and the one-statement unnest of 1,000, by ``exec_driver_sql``: SQLAlchemy
+  has no COPY).
 
 The table is emptied before each figure. Single, transaction and 1,000-row figures
 are measured in alternating blocks (ceiling, library, ceiling, ...) so the noise of a
@@ -28,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+import psycopg
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 if __package__ in (None, ""):  # `python benchmarks/insert.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,6 +46,7 @@ from benchmarks._common import (
     Progress,
     Results,
     add_common_args,
+    bench_sql,
     checkpoint,
     fmt_int,
     fmt_ratio,
@@ -83,6 +92,91 @@ async def lib_many(client: Client, calls: int, size: int) -> float:
     return calls * size / (time.perf_counter() - t0)
 
 
+# -- other libraries: the library through conn=, and the same SQL sent bare --------------
+
+
+async def lib_tx_other(
+    client: Client, conn: psycopg.AsyncConnection | AsyncSession, n: int
+) -> float:
+    """One job per transaction of the caller's psycopg connection or SQLAlchemy session."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        if isinstance(conn, AsyncSession):
+            async with conn.begin():
+                await client.insert(NoopArgs(), conn=conn)
+        else:
+            async with conn.transaction():
+                await client.insert(NoopArgs(), conn=conn)
+    return n / (time.perf_counter() - t0)
+
+
+async def lib_many_other(
+    client: Client, conn: psycopg.AsyncConnection | AsyncSession, calls: int, size: int
+) -> float:
+    batches = [[NoopArgs() for _ in range(size)] for _ in range(calls)]
+    t0 = time.perf_counter()
+    for b in batches:
+        if isinstance(conn, AsyncSession):
+            async with conn.begin():
+                await client.insert_many(b, conn=conn)
+        else:
+            async with conn.transaction():
+                await client.insert_many(b, conn=conn)
+    return calls * size / (time.perf_counter() - t0)
+
+
+async def psycopg_tx(conn: psycopg.AsyncConnection, n: int) -> float:
+    """BEGIN; the library's insert statement through bare psycopg; COMMIT."""
+    sql, values = await _named_insert()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        async with conn.transaction():
+            await (await conn.execute(sql, values)).fetchone()
+    return n / (time.perf_counter() - t0)
+
+
+async def psycopg_copy(conn: psycopg.AsyncConnection, calls: int, size: int) -> float:
+    """A bare COPY of ``size`` rows (and the queue's NOTIFY) per transaction."""
+    records = ceiling.copy_records(size)
+    columns = ", ".join(ceiling.COPY_COLUMNS)
+    notify = bench_sql().job_notify_queues
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        async with conn.transaction(), conn.cursor() as cur:
+            async with cur.copy(f"COPY river_job ({columns}) FROM STDIN") as copy:
+                for r in records:
+                    await copy.write_row(r)
+            await cur.execute(notify.pyformat(), {"queues": ["default"]})
+    return calls * size / (time.perf_counter() - t0)
+
+
+async def sqlalchemy_tx(session: AsyncSession, n: int) -> float:
+    """The library's insert statement through bare SQLAlchemy (exec_driver_sql)."""
+    sql, params = await ceiling.captured_insert()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        async with session.begin():
+            await (await session.connection()).exec_driver_sql(sql, params)
+    return n / (time.perf_counter() - t0)
+
+
+async def sqlalchemy_unnest(session: AsyncSession, calls: int, size: int) -> float:
+    sql, params = await ceiling.captured_insert(many=size)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        async with session.begin():
+            await (await session.connection()).exec_driver_sql(sql, params)
+    return calls * size / (time.perf_counter() - t0)
+
+
+async def _named_insert() -> tuple[str, dict[str, object]]:
+    _, params = await ceiling.captured_insert()
+    q = bench_sql().job_insert
+    # psycopg sends a tuple as a record: the tags (an empty tuple) go as a list
+    values = [list(v) if isinstance(v, tuple) else v for v in params]
+    return q.pyformat(), dict(zip(q.params, values, strict=True))
+
+
 FIGURES = (
     # key, label, ceiling key
     ("single", "single insert", "c_single"),
@@ -90,12 +184,16 @@ FIGURES = (
     ("many_1000", "insert_many of 1,000", "c_unnest_1000"),
     ("many_copy", "insert_many of {copy} (COPY)", "c_copy"),
     ("single_default_pool", "single insert, plain asyncpg pool", "c_single"),
+    ("pg_tx", "psycopg: insert in caller's transaction", "pg_bare_tx"),
+    ("pg_many", "psycopg: insert_many of 1,000 (vs bare COPY)", "pg_bare_copy"),
+    ("sa_tx", "SQLAlchemy/asyncpg: insert in session transaction", "sa_bare_tx"),
+    ("sa_many", "SQLAlchemy/asyncpg: insert_many of 1,000 (vs bare unnest)", "sa_bare_unnest"),
 )
 
 
 async def _main(args: argparse.Namespace, loop: str) -> None:
     res = Results("insert", vars(args) | {"copy_threshold": copy_threshold()}, loop)
-    prog = Progress("insert", args.runs * 5)
+    prog = Progress("insert", args.runs * 9)
     async with temp_database() as url:
         res.server = await server_info(url)
         admin = await asyncpg.connect(url)
@@ -104,10 +202,15 @@ async def _main(args: argparse.Namespace, loop: str) -> None:
         plain_pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         assert plain_pool is not None
         plain_client = Client(plain_pool)
+        pg = await psycopg.AsyncConnection.connect(url)  # the caller's psycopg connection
+        engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://"))
+        session = AsyncSession(engine)  # the caller's SQLAlchemy session
         try:
             await lib_single(client, 20)  # warm up: pool, prepared statements
             await lib_single(plain_client, 20)
             await ceiling.insert_single(admin, 20)
+            await lib_tx_other(client, pg, 20)
+            await lib_tx_other(client, session, 20)
 
             n1, calls, big, blocks = args.single, args.batch_calls, args.copy_rows, args.blocks
 
@@ -161,6 +264,42 @@ async def _main(args: argparse.Namespace, loop: str) -> None:
                     calls,
                     r,
                 )
+                await interleaved(
+                    "psycopg, one job per transaction",
+                    {
+                        "pg_bare_tx": lambda k: psycopg_tx(pg, k),
+                        "pg_tx": lambda k: lib_tx_other(client, pg, k),
+                    },
+                    n1,
+                    r,
+                )
+                await interleaved(
+                    "psycopg, batches of 1,000",
+                    {
+                        "pg_bare_copy": lambda k: psycopg_copy(pg, k, 1000),
+                        "pg_many": lambda k: lib_many_other(client, pg, k, 1000),
+                    },
+                    calls,
+                    r,
+                )
+                await interleaved(
+                    "SQLAlchemy, one job per transaction",
+                    {
+                        "sa_bare_tx": lambda k: sqlalchemy_tx(session, k),
+                        "sa_tx": lambda k: lib_tx_other(client, session, k),
+                    },
+                    n1,
+                    r,
+                )
+                await interleaved(
+                    "SQLAlchemy, batches of 1,000",
+                    {
+                        "sa_bare_unnest": lambda k: sqlalchemy_unnest(session, k, 1000),
+                        "sa_many": lambda k: lib_many_other(client, session, k, 1000),
+                    },
+                    calls,
+                    r,
+                )
                 big_runs: list[tuple[str, str, Callable[[], Awaitable[float]]]] = [
                     ("c_copy", f"bare COPY of {big:,}", lambda: ceiling.insert_copy(admin, big)),
                     ("many_copy", f"insert_many of {big:,}", lambda: lib_many(client, 1, big)),
@@ -172,6 +311,9 @@ async def _main(args: argparse.Namespace, loop: str) -> None:
                     res.add_run(key, round(await fn(), 1))
                     prog.advance()
         finally:
+            await session.close()
+            await engine.dispose()
+            await pg.close()
             await client.close()
             await plain_pool.close()
             await caller.close()
@@ -205,7 +347,8 @@ async def _main(args: argparse.Namespace, loop: str) -> None:
         ["", "pyriver_async", "ceiling", "of ceiling*"],
         rows,
     )
-    print("* median of the per-run ratios (each run measures both side by side)")
+    print("* median of the per-run ratios (each run measures both side by side); for the")
+    print("  psycopg and SQLAlchemy rows the 'ceiling' is the same SQL sent bare through them")
     if not args.no_json:
         print(f"\nresults: {res.write()}")
 

@@ -6,7 +6,7 @@ The public API is what this module exports; everything in ``_modules`` may chang
 from ._args import InsertOpts, JobArgs, UniqueOpts
 from ._client import Client
 from ._config import QueueConfig
-from ._context import JobContext
+from ._context import MAX_OUTPUT_BYTES, JobContext
 from ._errors import (
     ClientClosedError,
     ConfigError,
@@ -14,52 +14,80 @@ from ._errors import (
     DatabaseError,
     InvalidArgsError,
     InvalidOptsError,
+    InvalidOutputError,
     JobCancel,
     JobNotFoundError,
     JobSnooze,
+    JobTimeoutError,
     KindConflictError,
     MigrationError,
+    OutputTooLargeError,
     PyRiverError,
     SchemaNotMigratedError,
     SchemaVersionError,
     TransientDatabaseError,
     UnknownKindError,
+    WaitTimeoutError,
 )
 from ._events import JobEvent, Subscription
 from ._flow import KindLimits, PartitionKey, RateLimit, SequenceOpts
 from ._flow_status import KeyUse, LimitStatus
 from ._insert import InsertResult
 from ._job import AttemptError, Job, JobState
+from ._middleware import (
+    ErrorHandler,
+    ErrorOverride,
+    Hook,
+    HookEvent,
+    InsertBatch,
+    InsertMiddleware,
+    JobInsert,
+    Middleware,
+    WorkMiddleware,
+)
 from ._migrate import migrate
 from ._periodic import PeriodicJob, PeriodicJobHandle, PeriodicJobs
+from ._telemetry import Telemetry
 from ._workers import Worker, Workers
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_OUTPUT_BYTES",
     "AttemptError",
     "Client",
     "ClientClosedError",
     "ConfigError",
     "ConnectionLostError",
     "DatabaseError",
+    "ErrorHandler",
+    "ErrorOverride",
+    "Hook",
+    "HookEvent",
+    "InsertBatch",
+    "InsertMiddleware",
     "InsertOpts",
     "InsertResult",
     "InvalidArgsError",
     "InvalidOptsError",
+    "InvalidOutputError",
     "Job",
     "JobArgs",
     "JobCancel",
     "JobContext",
     "JobEvent",
+    "JobInsert",
     "JobNotFoundError",
     "JobSnooze",
     "JobState",
+    "JobTimeoutError",
     "KeyUse",
     "KindConflictError",
     "KindLimits",
     "LimitStatus",
+    "Middleware",
     "MigrationError",
+    "OutputTooLargeError",
     "PartitionKey",
     "PeriodicJob",
     "PeriodicJobHandle",
@@ -71,9 +99,12 @@ __all__ = [
     "SchemaVersionError",
     "SequenceOpts",
     "Subscription",
+    "Telemetry",
     "TransientDatabaseError",
     "UniqueOpts",
     "UnknownKindError",
+    "WaitTimeoutError",
+    "WorkMiddleware",
     "Worker",
     "Workers",
     "__version__",

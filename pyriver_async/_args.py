@@ -251,6 +251,9 @@ class InsertOpts:
       ``snoozes``, ``output``, ``unique_key_conflict``, and any ``river:`` or
       ``pyriver:`` key) are refused: a user's metadata never steers an outcome.
     - ``unique``: see :class:`UniqueOpts`.
+    - ``ephemeral``: delete the job when it completes instead of keeping a
+      ``completed`` row (fewer writes per job; a failure, discard or cancellation is
+      kept as usual). See ``docs/performance.md`` for what it saves and costs.
     """
 
     queue: str | None = None
@@ -261,6 +264,7 @@ class InsertOpts:
     tags: Sequence[str] | None = None
     metadata: Mapping[str, Any] | None = None
     unique: UniqueOpts | None = None
+    ephemeral: bool | None = None
 
     def __post_init__(self) -> None:
         if self.queue is not None:
@@ -331,3 +335,5 @@ class InsertOpts:
                 )
         if self.unique is not None and not isinstance(self.unique, UniqueOpts):
             raise InvalidOptsError("unique must be a UniqueOpts")
+        if self.ephemeral is not None and not isinstance(self.ephemeral, bool):
+            raise InvalidOptsError("ephemeral must be True or False")

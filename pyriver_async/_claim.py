@@ -69,8 +69,9 @@ class ClaimResult:
     #: Ids of the claimed jobs that are in a sequence: when their outcome is written,
     #: the next job of their sequence may run.
     in_sequence: tuple[int, ...] = ()
-    #: Claimed jobs whose key function failed: to be failed at once, with this error.
-    failed: Mapping[int, str] = field(default_factory=dict)
+    #: Claimed jobs whose key function failed: to be failed at once, with this error
+    #: (a message, and what the function raised).
+    failed: Mapping[int, tuple[str, BaseException]] = field(default_factory=dict)
 
 
 class Claimer(Protocol):
@@ -237,9 +238,9 @@ class _FunctionKeys:
         else:
             self.kinds = sorted(k for k in covered if k is not None)
         self._workers = workers
-        self._cache: dict[int, dict[str, Any] | str] = {}
+        self._cache: dict[int, dict[str, Any] | tuple[str, BaseException]] = {}
         #: Job id -> why its key could not be computed (for the claim just made).
-        self.failed: dict[int, str] = {}
+        self.failed: dict[int, tuple[str, BaseException]] = {}
 
     def compute(self, rows: Sequence[Any]) -> tuple[str | None, list[int]]:
         keys: dict[str, dict[str, Any]] = {}
@@ -253,14 +254,14 @@ class _FunctionKeys:
                 if len(self._cache) >= self.MAX_CACHED:
                     self._cache.clear()
                 self._cache[job_id] = got
-            if isinstance(got, str):
+            if isinstance(got, tuple):
                 forced.append(job_id)
                 self.failed[job_id] = got
             else:
                 keys[str(job_id)] = got
         return _json(keys).decode(), forced
 
-    def _keys_of(self, row: Any) -> dict[str, Any] | str:
+    def _keys_of(self, row: Any) -> dict[str, Any] | tuple[str, BaseException]:
         kind = row[KIND]
         job: Any = None
         out: dict[str, Any] = {}
@@ -277,10 +278,11 @@ class _FunctionKeys:
                 # The key as the database compares it (JSON; a tuple is an array).
                 out[rule.name] = msgspec.json.decode(_json(key))
             except Exception as exc:
-                return (
+                message = (
                     f"the key function {fn_name} of {rule.describe()} failed on this job: "
                     f"{type(exc).__name__}: {exc}"
                 )
+                return message, exc
         return out
 
     def _job(self, row: Any) -> Any:
@@ -410,7 +412,7 @@ class FlowClaimer:
         in_sequence: tuple[int, ...] = ()
         if self.sequences:
             in_sequence = tuple(r[ID] for r in got.rows if _in_sequence(r[METADATA]))
-        failed: dict[int, str] = {}
+        failed: dict[int, tuple[str, BaseException]] = {}
         if self._functions is not None and self._functions.failed:
             failed = {
                 r[ID]: self._functions.failed[r[ID]]

@@ -26,21 +26,29 @@ from ._driver.asyncpg import AsyncpgDriver
 from ._driver.connections import ClientDatabase, InsertConnection
 from ._driver.resolve import executor_for, insert_executor_for
 from ._errors import ClientClosedError, ConfigError, JobNotFoundError, SchemaNotMigratedError
-from ._events import JobEvent, Subscription
+from ._events import Subscription
 from ._executor import Executor
 from ._flow_status import LimitStatus, flow_status
 from ._insert import InsertResult, insert_many, insert_one
 from ._job import Job, JobState
+from ._lifecycle import Lifecycle
+from ._middleware import ErrorHandler, HookSet, compose_insert, split_middleware
 from ._notifier import Notifier
 from ._outcome import Outcome
 from ._periodic import PeriodicJob, PeriodicJobs
 from ._producer import Producer
 from ._rows import read_job
+from ._telemetry import Telemetry, resolve_telemetry
+from ._wait import Waiters
 from ._workers import Workers
 
 __all__ = ["Client", "QueueConfig"]
 
 log = logging.getLogger("pyriver_async.client")
+
+# How long the completer and the producers keep an idle connection (seconds): claims
+# and flushes of a busy queue come milliseconds apart; an idle client holds nothing.
+LEASE_LINGER = 0.05
 
 
 def _default_client_id() -> str:
@@ -79,6 +87,19 @@ class Client:
     - ``statement_timeout`` (default 30 s): bounds every statement of the engine and
       every wait for a pool connection, so a partitioned network or a pool the
       application holds shows up as a logged error instead of a silent hang.
+
+    Extending and observing (see ``docs/middleware.md``, ``docs/error-reporting.md``,
+    ``docs/telemetry.md``):
+
+    - ``middleware``: insert middleware (objects with ``async insert(batch,
+      call_next)``) and work middleware (``async def (ctx, job, call_next)`` or
+      objects with ``async work(...)``), first outermost.
+    - ``hooks``: :class:`Hook` objects called once outcomes are written.
+    - ``error_handler``: ``f(job, exc) -> ErrorOverride | None`` for every failed
+      attempt.
+    - ``telemetry``: ``True`` (default): OpenTelemetry spans and metrics when an SDK
+      is configured at start, nothing (no cost) otherwise; ``False``: off; or a
+      :class:`Telemetry` with providers of its own.
     """
 
     def __init__(
@@ -110,6 +131,11 @@ class Client:
         pool_max_size: int = 10,
         check_schema: bool = True,
         statement_timeout: timedelta | float = 30.0,
+        # -- extending and observing (issue 19) --
+        middleware: Sequence[object] = (),
+        hooks: Sequence[object] = (),
+        error_handler: ErrorHandler | None = None,
+        telemetry: bool | Telemetry = True,
     ) -> None:
         self.config = ClientConfig.build(
             schema=schema,
@@ -171,6 +197,75 @@ class Client:
         #: Whether the pyriver migration line (client liveness) is in the database;
         #: known after start(). Without it, stuck jobs are rescued by age only.
         self.liveness = True
+        self._init_extensions(middleware, hooks, error_handler, telemetry)
+
+    # -- extending and observing (issue 19) ---------------------------------------------
+
+    def _init_extensions(
+        self,
+        middleware: Sequence[object],
+        hooks: Sequence[object],
+        error_handler: ErrorHandler | None,
+        telemetry: bool | Telemetry,
+    ) -> None:
+        if isinstance(middleware, str | bytes) or not isinstance(middleware, Sequence):
+            raise ConfigError("middleware must be a list")
+        if isinstance(hooks, str | bytes) or not isinstance(hooks, Sequence):
+            raise ConfigError("hooks must be a list")
+        if error_handler is not None and not callable(error_handler):
+            raise ConfigError(f"error_handler must be callable, got {error_handler!r}")
+        if not isinstance(telemetry, bool | Telemetry):
+            raise ConfigError("telemetry must be True, False or a Telemetry")
+        self._insert_mw, self._work_mw = split_middleware(middleware)
+        self._hook_list = list(hooks)
+        self._hooks = HookSet(self._hook_list)
+        self._error_handler = error_handler
+        self._telemetry_setting = telemetry
+        # Resolved at the first insert or at start: an SDK configured after the
+        # client was made is still seen.
+        self._telemetry: Telemetry | None = None
+        self._telemetry_resolved = False
+        self._insert_chain = compose_insert(self._insert_mw)
+        self._waiters = Waiters(self._driver.queries.control_channel)
+        self._lifecycle = Lifecycle(
+            self._hooks, self._subscriptions, self._waiters.wake, self._waiters.__bool__
+        )
+
+    def _resolve_telemetry(self) -> None:
+        """Put telemetry (when on and an SDK is there) outermost of the middleware."""
+        if self._telemetry_resolved:
+            return
+        self._telemetry_resolved = True
+        tel = resolve_telemetry(self._telemetry_setting)
+        self._telemetry = tel
+        if tel is not None:
+            self._insert_chain = compose_insert([tel, *self._insert_mw])
+            self._hooks = HookSet([*self._hook_list, tel])
+            self._lifecycle = Lifecycle(
+                self._hooks, self._subscriptions, self._waiters.wake, self._waiters.__bool__
+            )
+
+    async def wait(self, job_id: int, *, timeout: timedelta | float | None = None) -> Job[Any]:
+        """The job once it is finished (``completed``, ``cancelled`` or ``discarded``),
+        with its output (``job.output``), whichever process works it.
+
+        Woken by the completion itself (see ``docs/middleware.md#waiting-for-a-job``):
+        no tight polling. Raises :class:`WaitTimeoutError` (a ``TimeoutError``, with
+        the job as last read in ``.job``) after ``timeout`` (``None``: no limit), and
+        :class:`JobNotFoundError` for an unknown id. The first call in a client that
+        is not working queues holds one pool connection for LISTEN until it closes.
+        """
+        from ._config import to_seconds
+
+        seconds = to_seconds(timeout, "timeout", allow_none=True)
+        await self._driver.open()
+        return await self._waiters.wait(
+            job_id,
+            timeout=seconds,
+            db=self._db,
+            engine_notifier=self._notifier,
+            make_listener=self._driver.listener,
+        )
 
     # -- database --------------------------------------------------------------------
 
@@ -213,10 +308,15 @@ class Client:
         Raises :class:`InvalidArgsError` / :class:`InvalidOptsError` before writing
         anything when the args or options are invalid.
         """
+        if not self._telemetry_resolved:
+            self._resolve_telemetry()
+        chain = self._insert_chain
         if conn is not None:
-            return await insert_one(insert_executor_for(conn, self._driver.queries), args, opts)
+            return await insert_one(
+                insert_executor_for(conn, self._driver.queries), args, opts, chain
+            )
         async with self._driver.spare() as ex:
-            return await insert_one(ex, args, opts)
+            return await insert_one(ex, args, opts, chain)
 
     async def insert_many(
         self,
@@ -230,12 +330,14 @@ class Client:
         the order of ``items``. Every item is validated before anything is written.
         """
         ex: InsertExecutor
+        if not self._telemetry_resolved:
+            self._resolve_telemetry()
         if conn is not None:
             ex = insert_executor_for(conn, self._driver.queries)
         else:
             await self._driver.open()
             ex = self._driver.executor(timeout=None)
-        return await insert_many(ex, items)
+        return await insert_many(ex, items, chain=self._insert_chain)
 
     # -- control -----------------------------------------------------------------------
 
@@ -294,12 +396,8 @@ class Client:
         return sub
 
     def _on_flushed(self, outcomes: list[Outcome]) -> None:
-        if not self._subscriptions:
-            return
-        for o in outcomes:
-            ev = JobEvent(job_id=o.job_id, queue=o.queue, state=o.state, attempt=o.attempt)
-            for s in self._subscriptions:
-                s.put(ev)
+        # The outcomes the completer wrote: hooks, events and waiters (see _lifecycle).
+        self._lifecycle.on_flushed(outcomes)
 
     # -- notifications ---------------------------------------------------------------
 
@@ -320,6 +418,8 @@ class Client:
                 if isinstance(job_id, int):
                     for p in self._producers.values():
                         p.cancel_job(job_id)
+            elif action == "finished" and self._waiters:
+                self._waiters.on_message(channel, msg)
         elif channel == q.leadership_channel and self._maintenance is not None:
             self._maintenance.on_leadership_message(msg)
 
@@ -328,6 +428,7 @@ class Client:
         if connected:
             for p in self._producers.values():
                 p.notify()
+            self._waiters.wake_all()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -362,22 +463,35 @@ class Client:
         if not self.queues and not cfg.maintenance:
             return
         _interrupts.install()
+        # The completer and each producer keep their connection through a burst (a
+        # pool round per statement cost as much as the statement; see Lease), and give
+        # it back within LEASE_LINGER of going quiet.
         self._completer = Completer(
-            db,
+            self._driver.leased_executor(linger=LEASE_LINGER),
             flush_interval=cfg.completer_flush_interval,
             max_batch=cfg.completer_batch_size,
             on_flushed=self._on_flushed,
         )
         self._completer.start()
+        self._resolve_telemetry()
+        tel = self._telemetry
         self._executor = Executor(
-            self, self.workers, job_timeout=cfg.job_timeout, retry_policy=self._retry_policy
+            self,
+            self.workers,
+            job_timeout=cfg.job_timeout,
+            retry_policy=self._retry_policy,
+            middleware=[tel.work, *self._work_mw] if tel is not None else self._work_mw,
+            error_handler=self._error_handler,
+            queues=self.queues,
         )
+        if tel is not None:
+            tel.observe_client(self)
         paused = await db.queue_paused_many(names=[*self.queues, "*"])
         for name, qcfg in self.queues.items():
             p = Producer(
                 name,
                 qcfg,
-                db=db,
+                db=self._driver.leased_executor(linger=LEASE_LINGER),
                 executor=self._executor,
                 completer=self._completer,
                 client_id=self.id,
@@ -409,6 +523,7 @@ class Client:
                 liveness=self.liveness,
                 pool_size=self._driver.pool_size(),
                 heartbeat_executor=self._driver.executor(timeout=max(cfg.heartbeat_interval, 5.0)),
+                busy=self._has_backlog,
             )
             await self._maintenance.start()
         self._monitor = asyncio.create_task(self._watch_loop(), name="pyriver-loop-monitor")
@@ -480,6 +595,9 @@ class Client:
                     self._completer.backlog,
                 )
                 self._completer.abort()
+        await self._lifecycle.stop(cfg.hard_stop_timeout)
+        if self._telemetry is not None:
+            self._telemetry.forget_client(self)
         if self._maintenance is not None:
             await self._maintenance.stop()
             self._maintenance = None
@@ -504,6 +622,7 @@ class Client:
     async def close(self) -> None:
         """Stop (softly) and release the pool the client made. Same as :meth:`stop`."""
         await self.stop()
+        await self._waiters.close()
         await self._driver.close()
 
     async def __aenter__(self) -> Client:
@@ -534,7 +653,12 @@ class Client:
                 }
                 for p in self._producers.values():
                     suspects.update(p.job_names)
-                names = [f"{job_id} ({kind})" for job_id, kind in suspects.items()]
+                # Blocking (def) workers run in threads: they hold no loop time.
+                names = [
+                    f"{job_id} ({kind})"
+                    for job_id, kind in suspects.items()
+                    if not getattr(self.workers.get(kind), "blocking", False)
+                ]
                 log.error(
                     "the event loop was blocked for %.1fs; a job may be doing blocking work. "
                     "Jobs running during the block: %s",
@@ -543,6 +667,10 @@ class Client:
                 )
 
     # -- introspection (tests, UI) -----------------------------------------------------
+
+    def _has_backlog(self) -> bool:
+        """True while a producer's last claim came back full (jobs are waiting)."""
+        return any(p.backlog for p in self._producers.values())
 
     @property
     def running_jobs(self) -> dict[int, str]:

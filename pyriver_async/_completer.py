@@ -133,8 +133,9 @@ class Completer:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             self._inflight = batch
+            written: list[Outcome] = []
             try:
-                await self._write_until_done(batch)
+                await self._write_until_done(batch, written)
             finally:
                 self._inflight = []
             self.flushes += 1
@@ -142,21 +143,24 @@ class Completer:
                 callback(batch)
             if self._on_flushed is not None:
                 try:
-                    self._on_flushed(batch)
+                    # Only what the database took: hooks, events and waiters report
+                    # what happened, never a stale outcome it ignored.
+                    self._on_flushed(written)
                 except Exception:  # pragma: no cover - a subscriber's bug must not stop us
                     log.exception("completion subscriber failed")
 
-    async def _write_until_done(self, batch: Sequence[Outcome]) -> None:
-        """Write ``batch``: retry transient failures; isolate and put back refused rows."""
+    async def _write_until_done(self, batch: Sequence[Outcome], written: list[Outcome]) -> None:
+        """Write ``batch``: retry transient failures; isolate and put back refused rows.
+        The outcomes written are added to ``written``, their ``state`` as written."""
         while True:
             try:
-                await self._write(batch)
+                await self._write(batch, written)
             except TransientDatabaseError as exc:
                 await self._failed(exc, len(batch))
                 continue
             except (DatabaseError, MigrationError) as exc:
                 self._recovered()
-                await self._refused(batch, exc)
+                await self._refused(batch, exc, written)
                 return
             except Exception as exc:
                 # Something nobody foresaw: never let it end the completer (every later
@@ -199,12 +203,14 @@ class Completer:
                 time.monotonic() - ep.started,
             )
 
-    async def _refused(self, batch: Sequence[Outcome], exc: BaseException) -> None:
+    async def _refused(
+        self, batch: Sequence[Outcome], exc: BaseException, written: list[Outcome]
+    ) -> None:
         if len(batch) > 1:
             # Find the rows the database refuses by halving; write the rest.
             mid = len(batch) // 2
-            await self._write_until_done(batch[:mid])
-            await self._write_until_done(batch[mid:])
+            await self._write_until_done(batch[:mid], written)
+            await self._write_until_done(batch[mid:], written)
             return
         o = batch[0]
         now = datetime.now(UTC)
@@ -225,6 +231,7 @@ class Completer:
             retry_at=retry_at,
         )
         fallback.attempted_at = o.attempted_at
+        fallback.job = o.job
         self.put_back += 1
         what = (
             "discarded, no attempt left"
@@ -232,36 +239,85 @@ class Completer:
             else f"put back as retryable, due in {(retry_at - now).total_seconds():.0f}s"
         )
         log.error(
-            "job %d: its outcome %r cannot be written (%s); it is %s", o.job_id, o.state, exc, what
+            "job %d: its outcome %r cannot be written (%s); it is %s",
+            o.job_id,
+            o.state,
+            exc,
+            what,
+            extra=_fields(o),
         )
         try:
-            await self._write_fallback(fallback)
+            await self._write_fallback(fallback, written)
         except (DatabaseError, MigrationError) as again:
             log.error(
                 "job %d: not even putting it back can be written (%s); it stays running "
                 "until the rescuer takes it (rescue_stuck_jobs_after)",
                 o.job_id,
                 again,
+                extra=_fields(o),
             )
 
-    async def _write_fallback(self, fallback: Outcome) -> None:
+    async def _write_fallback(self, fallback: Outcome, written: list[Outcome]) -> None:
         while True:
             try:
-                await self._executor.job_set_outcome_many([fallback])
+                states = await self._executor.job_set_outcome_many([fallback])
             except TransientDatabaseError as exc:
                 await self._failed(exc, 1)
                 continue
             self._recovered()
+            _took(written, [fallback], states)
             return
 
-    async def _write(self, batch: Sequence[Outcome]) -> None:
+    async def _write(self, batch: Sequence[Outcome], written: list[Outcome]) -> None:
         done = [o for o in batch if o.is_plain_completion]
         other = [o for o in batch if not o.is_plain_completion] if len(done) < len(batch) else []
-        if done and other:
+        gone = [o for o in done if o.ephemeral]
+        if gone:
+            done = [o for o in done if not o.ephemeral]
+        groups = [g for g in (done, gone, other) if g]
+        if len(groups) > 1:
             async with self._executor.session() as ex:
-                await ex.job_complete_many(done)
-                await ex.job_set_outcome_many(other)
-        elif done:
-            await self._executor.job_complete_many(done)
+                await self._write_groups(ex, done, gone, other, written)
         else:
-            await self._executor.job_set_outcome_many(other)
+            await self._write_groups(self._executor, done, gone, other, written)
+
+    @staticmethod
+    async def _write_groups(
+        ex: Executor,
+        done: list[Outcome],
+        gone: list[Outcome],
+        other: list[Outcome],
+        written: list[Outcome],
+    ) -> None:
+        # Each statement is guarded by the claim, so writing a group again after a lost
+        # reply changes nothing: the groups need no common transaction. What a group
+        # wrote is reported at once, even if a later one fails and the batch is retried.
+        if done:
+            _completed(written, done, await ex.job_complete_many(done))
+        if gone:
+            _completed(written, gone, await ex.job_delete_completed_many(gone))
+        if other:
+            _took(written, other, await ex.job_set_outcome_many(other))
+
+
+def _completed(written: list[Outcome], done: list[Outcome], ids: list[int]) -> None:
+    if len(ids) == len(done):
+        written.extend(done)  # the usual case: every one was taken
+    elif ids:
+        taken = set(ids)
+        written.extend(o for o in done if o.job_id in taken)
+
+
+def _took(written: list[Outcome], outcomes: Sequence[Outcome], states: dict[int, str]) -> None:
+    for o in outcomes:
+        state = states.get(o.job_id)
+        if state is not None:
+            o.state = state
+            written.append(o)
+
+
+def _fields(o: Outcome) -> dict[str, object]:
+    """The structured ``extra`` of a log record about the job of ``o``."""
+    return {"job_id": o.job_id, "job_queue": o.queue, "job_attempt": o.attempt} | (
+        {"job_kind": o.job.kind, "job_max_attempts": o.job.max_attempts} if o.job else {}
+    )

@@ -9,10 +9,18 @@ from typing import Any, Protocol
 
 from ._args import InsertOpts, JobArgs
 from ._driver.connections import InsertConnection
+from ._errors import InvalidOutputError, OutputTooLargeError
 from ._insert import InsertResult
+from ._insert_params import encode_json
 from ._job import Job
 
-__all__ = ["JobClient", "JobContext"]
+__all__ = ["MAX_OUTPUT_BYTES", "JobClient", "JobContext"]
+
+# The largest output a job may record, encoded. River allows 32 MB; ours is smaller
+# because the output lives in the job's metadata, which every claim, get and list
+# reads and every later update of the row rewrites: a bigger result belongs in a
+# table or an object store, with its key recorded as the output.
+MAX_OUTPUT_BYTES = 1024 * 1024
 
 
 class JobClient(Protocol):
@@ -45,9 +53,13 @@ class JobContext:
     - ``client``: insert follow-up jobs (``await ctx.client.insert(...)``).
     - ``logger``: a logger whose records carry the job's id, kind and attempt.
     - ``deadline``: when the job's timeout cancels it (``None`` without a timeout).
+    - ``record_output(value)``: store the job's result with it (see the method).
+    - ``cancelled``: for a blocking (``def``) worker running in a thread: True once
+      its timeout, ``client.cancel`` or a hard stop asked it to stop; a thread cannot
+      be interrupted, so long loops should look at it.
     """
 
-    __slots__ = ("_client", "_logger", "_make_logger", "deadline", "job_id")
+    __slots__ = ("_client", "_logger", "_make_logger", "cancelled", "deadline", "job_id", "output")
 
     def __init__(
         self,
@@ -67,6 +79,30 @@ class JobContext:
             self._logger = None
             self._make_logger = logger
         self.deadline = deadline
+        #: The JSON text of the recorded output (None: nothing recorded).
+        self.output: str | None = None
+        self.cancelled = False
+
+    def record_output(self, value: Any) -> None:
+        """Store ``value`` as the job's output, written with its outcome in the job's
+        ``metadata["output"]`` (the key River uses, so River's tools show it too).
+
+        ``value`` is anything msgspec encodes as JSON (dicts, lists, Structs,
+        dataclasses, datetimes...), at most ``MAX_OUTPUT_BYTES`` (1 MiB) encoded.
+        Read it back as ``job.output`` (decoded JSON) from ``client.get``,
+        ``client.wait`` or the events. A later call replaces an earlier one. Raises
+        :class:`OutputTooLargeError` or :class:`InvalidOutputError` at once, so the
+        job can decide what to do.
+        """
+        raw, why = encode_json(value)
+        if raw is None:
+            raise InvalidOutputError(f"job {self.job_id}: the output cannot be stored: {why}")
+        if len(raw) > MAX_OUTPUT_BYTES:
+            raise OutputTooLargeError(
+                f"job {self.job_id}: the output is {len(raw):,} bytes encoded, over the "
+                f"limit of {MAX_OUTPUT_BYTES:,}; store it elsewhere and record its key"
+            )
+        self.output = raw.decode()
 
     @property
     def client(self) -> JobClient:

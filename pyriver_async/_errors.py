@@ -10,6 +10,10 @@
     ├── UnknownKindError
     ├── JobNotFoundError
     ├── ClientClosedError
+    ├── JobTimeoutError                a job ran past its timeout (given to error handlers)
+    ├── WaitTimeoutError               client.wait() gave up before the job finished
+    ├── InvalidOutputError             ctx.record_output() refused a value
+    │   └── OutputTooLargeError
     ├── DatabaseError                  the database refused or failed an operation
     │   └── TransientDatabaseError     worth trying again: failover, timeout, pooler...
     │       └── ConnectionLostError    the connection dropped: the result is unknown
@@ -33,16 +37,20 @@ __all__ = [
     "DatabaseError",
     "InvalidArgsError",
     "InvalidOptsError",
+    "InvalidOutputError",
     "JobCancel",
     "JobNotFoundError",
     "JobSnooze",
+    "JobTimeoutError",
     "KindConflictError",
     "MigrationError",
+    "OutputTooLargeError",
     "PyRiverError",
     "SchemaNotMigratedError",
     "SchemaVersionError",
     "TransientDatabaseError",
     "UnknownKindError",
+    "WaitTimeoutError",
     "classify_sqlstate",
 ]
 
@@ -110,6 +118,26 @@ class JobNotFoundError(PyRiverError, LookupError):
 
 class ClientClosedError(PyRiverError, RuntimeError):
     """The client is stopped (or was never started) and cannot do what was asked."""
+
+
+class JobTimeoutError(PyRiverError, TimeoutError):
+    """A job ran past its timeout; what an error handler receives for that attempt."""
+
+
+class WaitTimeoutError(PyRiverError, TimeoutError):
+    """``client.wait(job_id, timeout=...)`` gave up; ``job`` is the job as last read."""
+
+    def __init__(self, message: str, job: Any = None) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+class InvalidOutputError(PyRiverError, ValueError):
+    """``ctx.record_output(value)`` cannot store ``value`` (not encodable as JSON)."""
+
+
+class OutputTooLargeError(InvalidOutputError):
+    """``ctx.record_output(value)``: the encoded value is over the size limit."""
 
 
 class DatabaseError(PyRiverError):

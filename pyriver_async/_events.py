@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
+from typing import Any
 
 import msgspec
 
@@ -17,13 +18,16 @@ class JobEvent(msgspec.Struct, frozen=True):
     """One job's attempt ended and its outcome is written.
 
     ``state`` is the state it was written with: completed, retryable, discarded,
-    cancelled, scheduled (snoozed) or available (returned on shutdown).
+    cancelled, scheduled (snoozed) or available (returned on shutdown). ``output`` is
+    what the job recorded with ``ctx.record_output`` (decoded JSON), else None.
     """
 
     job_id: int
     queue: str
     state: str
     attempt: int
+    kind: str = ""
+    output: Any = None
 
 
 class Subscription:

@@ -1,4 +1,13 @@
-"""Inserting jobs: one, many in one statement, or very many through COPY."""
+"""Inserting jobs: one, many in one statement, or very many through COPY.
+
+The routing here (validation, dedupe, unnest or COPY, one transaction) is written once,
+as coroutines over an :class:`InsertExecutor`, and serves both worlds: ``client.insert``
+awaits it with an asynchronous executor; ``pyriver_async.sync`` drives the very same
+coroutines with an executor whose coroutines block and never suspend, to completion
+in one step, with no event loop (``pyriver_async.sync.run_blocking``). The only thing
+that needs a loop, drawing a big batch's ids while it is being encoded, is turned off
+there (``prefetch_ids=False``).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from ._args import InsertOpts, JobArgs
 from ._driver import InsertedRow, InsertExecutor, InsertParams, NextIds
 from ._insert_params import build_insert_params, build_plain_params
 from ._job import Job, JobState
+from ._middleware import InsertBatch, InsertFn
 from ._rows import job_from_row
 
 __all__ = ["COPY_THRESHOLD", "InsertResult", "insert_many", "insert_one"]
@@ -99,8 +109,23 @@ def _result(ins: InsertedRow, p: InsertParams) -> InsertResult:
     return InsertResult(job=job_from_row(ins.row, args), unique_skipped_as_duplicate=ins.skipped)
 
 
-async def insert_one(ex: InsertExecutor, args: JobArgs, opts: InsertOpts | None) -> InsertResult:
-    return await insert_params(ex, build_insert_params(args, opts))
+async def insert_one(
+    ex: InsertExecutor,
+    args: JobArgs,
+    opts: InsertOpts | None,
+    chain: InsertFn | None = None,
+) -> InsertResult:
+    """Insert one job; ``chain`` is the client's insert middleware, composed."""
+    p = build_insert_params(args, opts)
+    if chain is None:
+        return await insert_params(ex, p)
+
+    async def write() -> list[InsertResult]:
+        return [await insert_params(ex, batch._apply()[0])]
+
+    batch = InsertBatch([p], write, in_transaction=ex.in_transaction())
+    results = await chain(batch)
+    return results[0]
 
 
 async def insert_params(
@@ -135,17 +160,20 @@ async def insert_many(
     items: Sequence[JobArgs | tuple[JobArgs, InsertOpts | None]],
     *,
     copy_threshold: int | None = None,
+    prefetch_ids: bool = True,
+    chain: InsertFn | None = None,
 ) -> list[InsertResult]:
     """Insert every item or none. Every item is validated before anything is sent.
 
     ``copy_threshold`` defaults to the module's ``COPY_THRESHOLD``, read at each call.
+    ``prefetch_ids`` lets a big batch draw its ids concurrently (needs an event loop).
     """
     if copy_threshold is None:
         copy_threshold = COPY_THRESHOLD
     async with ex.session() as s:
         prefetched: asyncio.Future[NextIds] | None = None
         try:
-            if len(items) >= max(copy_threshold, PREFETCH_IDS_FROM):
+            if prefetch_ids and len(items) >= max(copy_threshold, PREFETCH_IDS_FROM):
                 # A big batch: the database draws its ids (on the other core) while the
                 # batch is validated and encoded here. Drawing ids writes no row; a batch
                 # refused below leaves a gap in the sequence, as a rolled back insert does.
@@ -153,7 +181,7 @@ async def insert_many(
                     s.job_next_ids(n=len(items), queues=[], first_at=[])
                 )
                 await asyncio.sleep(0)  # let it be sent
-            return await _insert_built(s, items, copy_threshold, prefetched)
+            return await _insert_built(s, items, copy_threshold, prefetched, chain)
         finally:
             if prefetched is not None:
                 # Whatever happened (an error, a cancellation), the connection is not free
@@ -183,6 +211,7 @@ async def _insert_built(
     items: Sequence[JobArgs | tuple[JobArgs, InsertOpts | None]],
     copy_threshold: int,
     prefetched: asyncio.Future[NextIds] | None,
+    chain: InsertFn | None = None,
 ) -> list[InsertResult]:
     params: list[InsertParams] | None = None
     any_unique = False
@@ -194,6 +223,24 @@ async def _insert_built(
             any_unique = any(p.unique_key is not None for p in params)
     if not params:
         return []
+    if chain is None:
+        return await _route(ex, params, any_unique, copy_threshold, prefetched)
+
+    async def write() -> list[InsertResult]:
+        return await _route(ex, batch._apply(), any_unique, copy_threshold, prefetched)
+
+    batch = InsertBatch(params, write, in_transaction=ex.in_transaction())
+    return await chain(batch)
+
+
+async def _route(
+    ex: InsertExecutor,
+    params: list[InsertParams],
+    any_unique: bool,
+    copy_threshold: int,
+    prefetched: asyncio.Future[NextIds] | None,
+) -> list[InsertResult]:
+    """Write validated params: one statement, COPY, or both for a mixed batch."""
     head: NextIds | None = None
     if prefetched is not None:
         # The connection is busy until it answers; a cancellation waits for it too.

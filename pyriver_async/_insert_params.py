@@ -32,6 +32,8 @@ _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 DEFAULT_QUEUE = "default"
+# The metadata key of a job deleted at completion (InsertOpts.ephemeral).
+EPHEMERAL_KEY = "pyriver:ephemeral"
 DEFAULT_PRIORITY = 1
 DEFAULT_MAX_ATTEMPTS = 25
 
@@ -75,22 +77,27 @@ def _too_deep(raw: bytes) -> bool:
     return False
 
 
-def _has_non_finite(value: Any) -> bool:
-    """True when a float NaN or infinity hides in ``value`` (msgspec writes them as null)."""
-    try:
-        stack = [msgspec.to_builtins(value)]
-    except (TypeError, ValueError):  # pragma: no cover - it was just encoded
-        return False
+def _any_leaf(tree: Any, test: Any) -> bool:
+    """Whether ``test`` holds for a leaf of ``tree`` (built-in values: dicts, lists)."""
+    stack: list[Any] = [tree]
     while stack:
         v = stack.pop()
-        if isinstance(v, float):
-            if not math.isfinite(v):
-                return True
-        elif isinstance(v, dict):
+        if isinstance(v, dict):
             stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
+        elif test(v):
+            return True
     return False
+
+
+def _has_non_finite(value: Any) -> bool:
+    """True when a float NaN or infinity hides in ``value`` (msgspec writes them as null)."""
+    try:
+        tree = msgspec.to_builtins(value)
+    except (TypeError, ValueError):  # pragma: no cover - it was just encoded
+        return False
+    return _any_leaf(tree, lambda v: isinstance(v, float) and not math.isfinite(v))
 
 
 def _encode_json(value: Any) -> tuple[bytes | None, str]:
@@ -103,6 +110,10 @@ def _encode_json(value: Any) -> tuple[bytes | None, str]:
         return None, f"it cannot be encoded as JSON: {exc}"
     why = _unstorable(raw, value)
     return (None, why) if why else (raw, "")
+
+
+# The same check for other JSON the library stores (job output, middleware metadata).
+encode_json = _encode_json
 
 
 def _unstorable(raw: bytes, value: Any) -> str:
@@ -191,17 +202,17 @@ def _may_hold_datetime(t: msgspec.inspect.Type, seen: set[int]) -> bool:
 
 
 def _has_naive_datetime(args: object) -> bool:
-    stack: list[Any] = [msgspec.to_builtins(args, builtin_types=(datetime,))]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, datetime):
-            if v.tzinfo is None or v.utcoffset() is None:
-                return True
-        elif isinstance(v, dict):
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
+    tree = msgspec.to_builtins(args, builtin_types=(datetime,))
+    return _any_leaf(tree, lambda v: isinstance(v, datetime) and v.utcoffset() is None)
+
+
+def _encode_args(cls: type, args: object) -> bytes:
+    """The args encoded for the jsonb column, checked; InvalidArgsError otherwise."""
+    encoded, why = _encode_json(args)
+    if encoded is None:
+        raise InvalidArgsError(f"args of kind {cls.kind!r} cannot be stored: {why}")  # type: ignore[attr-defined]
+    _check_args(cls, args, encoded)
+    return encoded
 
 
 def _check_args(cls: type, args: object, encoded: bytes) -> None:
@@ -308,10 +319,7 @@ def build_insert_params(
         own_opts = _check_args_class(args)
     if opts is None and not own_opts:
         # The common case, kept lean for big batches: defaults all the way.
-        encoded, why = _encode_json(args)
-        if encoded is None:
-            raise InvalidArgsError(f"args of kind {cls.kind!r} cannot be stored: {why}")
-        _check_args(cls, args, encoded)
+        encoded = _encode_args(cls, args)
         return InsertParams(
             args,
             encoded.decode(),
@@ -329,10 +337,7 @@ def build_insert_params(
         raise InvalidOptsError(f"opts must be an InsertOpts, got {type(opts).__name__}")
     o = _merge(opts, args.insert_opts())
     kind = cls.kind
-    encoded, why = _encode_json(args)
-    if encoded is None:
-        raise InvalidArgsError(f"args of kind {kind!r} cannot be stored: {why}")
-    _check_args(cls, args, encoded)
+    encoded = _encode_args(cls, args)
     queue = DEFAULT_QUEUE
     priority = DEFAULT_PRIORITY
     max_attempts = DEFAULT_MAX_ATTEMPTS
@@ -361,8 +366,11 @@ def build_insert_params(
                     raise InvalidOptsError(f"delay {d} is too far in the future") from None
         if o.tags is not None:
             tags = list(o.tags)
-        if o.metadata is not None:
-            metadata = _encode_metadata(o.metadata, kind)
+        if o.metadata is not None or o.ephemeral:
+            meta: dict[str, Any] = dict(o.metadata or {})
+            if o.ephemeral:
+                meta[EPHEMERAL_KEY] = True  # reserved: set here, after validation
+            metadata = _encode_metadata(meta, kind)
         if o.unique is not None:
             if now is None:
                 now = datetime.now(UTC)

@@ -63,3 +63,8 @@ class Job(msgspec.Struct, Generic[ArgsT]):
     tags: list[str] = msgspec.field(default_factory=list)
     unique_key: bytes | None = None
     unique_states: int | None = None
+
+    @property
+    def output(self) -> Any:
+        """What the job recorded with ``ctx.record_output`` (decoded JSON), else None."""
+        return self.metadata.get("output")

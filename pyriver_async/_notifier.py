@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,8 @@ class Notifier:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+        # When the current outage began (monotonic), for the one line saying it ended.
+        self._lost_at: float | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pyriver-notifier")
@@ -89,6 +92,7 @@ class Notifier:
             if self.connected.is_set():
                 # It was up: a new outage starts the backoff from the beginning.
                 delays = reconnect_delays(0.1, 5.0)
+                self._lost_at = time.monotonic()
             self.connected.clear()
             self._on_connected(False)
             await asyncio.sleep(next(delays))
@@ -97,6 +101,13 @@ class Notifier:
     async def _listen_until_lost(self) -> None:
         async with self._listener.connect() as listener:
             await listener.listen(self._channels, self._dispatch)
+            if self._lost_at is not None:
+                log.info(
+                    "notifier reconnected after %.1fs (%d attempts); producers resume listening",
+                    time.monotonic() - self._lost_at,
+                    self.reconnects,
+                )
+                self._lost_at = None
             self.connected.set()
             self._on_connected(True)
             await listener.wait_lost(self._health)

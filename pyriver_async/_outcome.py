@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -65,6 +66,14 @@ class Outcome:
     # The job's max_attempts (0: unknown), for the completer's fallback when the
     # database refuses this outcome.
     max_attempts: int = 0
+    # Completed: delete the row instead of keeping it (QueueConfig/InsertOpts ephemeral).
+    ephemeral: bool = False
+    # For hooks, events and waiters once it is written (never sent to the database):
+    # the Job its attempt saw, the exception behind a failure, and the JSON text of
+    # what the job recorded with ctx.record_output (also in ``metadata``).
+    job: Any = None
+    exception: BaseException | None = None
+    output: str | None = None
 
     @classmethod
     def completed(cls, job_id: int, attempt: int, queue: str) -> Outcome:

@@ -30,7 +30,7 @@ from ._completer import Completer
 from ._config import QueueConfig
 from ._driver import Executor as DriverExecutor
 from ._driver import JobRow
-from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, MAX_ATTEMPTS, QUEUE
+from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, MAX_ATTEMPTS, METADATA, QUEUE
 from ._errors import DatabaseError, MigrationError, TransientDatabaseError
 from ._executor import Executor, cancelled_outcome
 from ._outcome import CancelReason, Outcome
@@ -38,6 +38,10 @@ from ._outcome import CancelReason, Outcome
 __all__ = ["Producer"]
 
 log = logging.getLogger("pyriver_async.producer")
+
+# How an ephemeral job's key reads in its metadata's JSON text: a substring test on the
+# row costs less than decoding every job's metadata.
+_EPHEMERAL_MARK = '"pyriver:ephemeral"'
 
 # Kind-aware claiming: jobs of a kind nobody here works that have waited this long
 # (seconds) are named in a warning, looked for at most this often, each kind at most
@@ -91,6 +95,7 @@ class Producer:
     ) -> None:
         self.queue = queue
         self.max_workers = config.max_workers
+        self._ephemeral = config.ephemeral
         self._db = db
         self._executor = executor
         self._completer = completer
@@ -150,6 +155,11 @@ class Producer:
             return False
         slot.cancel(CancelReason.CANCEL)
         return True
+
+    @property
+    def backlog(self) -> bool:
+        """True while the last claim came back full: more jobs are waiting."""
+        return self._backlog
 
     @property
     def job_names(self) -> dict[int, str]:
@@ -283,7 +293,7 @@ class Producer:
         if result.in_sequence:
             self._in_sequence.update(result.in_sequence)
         if result.failed:
-            rows = self._fail_unkeyed(rows, result.failed)
+            rows = await self._fail_unkeyed(rows, result.failed)
         idle, running = self._idle, self.running
         for rec in rows:
             slot = idle.pop() if idle else self._new_slot()
@@ -357,14 +367,17 @@ class Producer:
         if ended and not self._stopping:
             self.notify()
 
-    def _fail_unkeyed(self, rows: list[JobRow], failed: Mapping[int, str]) -> list[JobRow]:
+    async def _fail_unkeyed(
+        self, rows: list[JobRow], failed: Mapping[int, tuple[str, BaseException]]
+    ) -> list[JobRow]:
         """Jobs whose partition key could not be computed fail at once, with the error
         recorded; the others run."""
         for rec in rows:
-            message = failed.get(rec[ID])
-            if message is not None:
+            why = failed.get(rec[ID])
+            if why is not None:
+                message, exc = why
                 log.error("queue %r: job %d (kind %r): %s", self.queue, rec[ID], rec[KIND], message)
-                outcome = self._executor.not_started(rec, message)
+                outcome = await self._executor.not_started(rec, message, exc)
                 outcome.attempted_at = rec[ATTEMPTED_AT]
                 outcome.max_attempts = rec[MAX_ATTEMPTS]
                 self._completer.add(outcome)
@@ -497,6 +510,10 @@ class Producer:
         outside = task.cancelling() > slot.requested
         outcome.attempted_at = rec[ATTEMPTED_AT]
         outcome.max_attempts = rec[MAX_ATTEMPTS]
+        if outcome.state == "completed" and (
+            self._ephemeral or _EPHEMERAL_MARK in (rec[METADATA] or "")
+        ):
+            outcome.ephemeral = True
         self._completer.add(outcome)
         if outcome.state == "available" and outcome.scheduled_at is not None:
             # A short snooze: look again when it becomes claimable.

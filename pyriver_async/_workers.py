@@ -21,6 +21,8 @@ __all__ = ["UNSET", "Registration", "Worker", "Workers", "to_timeout"]
 ArgsT = TypeVar("ArgsT", bound=JobArgs)
 
 WorkFn = Callable[[JobContext, Job[ArgsT]], Awaitable[None]]
+# A blocking worker: a plain `def`, run in a worker thread (see docs/blocking-workers.md).
+BlockingWorkFn = Callable[[JobContext, Job[ArgsT]], None]
 
 
 class _Unset:
@@ -36,12 +38,13 @@ UNSET: Any = _Unset()
 class Worker(Generic[ArgsT]):
     """Base class for a worker with overridable settings.
 
-    ``work`` does the job; ``timeout`` may return a per-job timeout (``UNSET``, the
+    ``work`` does the job (``async def``, or a plain ``def`` that runs in a worker
+    thread); ``timeout`` may return a per-job timeout (``UNSET``, the
     default, means the client's; ``None`` means none); ``next_retry`` may return when
     a failed job should run again (``None`` means the client's retry policy).
     """
 
-    async def work(self, ctx: JobContext, job: Job[ArgsT]) -> None:
+    async def work(self, ctx: JobContext, job: Job[ArgsT]) -> None:  # or a plain def
         raise NotImplementedError
 
     def timeout(self, job: Job[ArgsT]) -> timedelta | float | None:
@@ -53,14 +56,19 @@ class Worker(Generic[ArgsT]):
 
 @dataclass(frozen=True, slots=True)
 class Registration:
+    """A kind's worker and settings. ``work`` is the user's function; the executor
+    keeps its own copy with ``work`` wrapped (middleware, a thread for ``blocking``)."""
+
     args_type: type[JobArgs]
     kind: str
-    work: Callable[[JobContext, Job[Any]], Awaitable[None]]
+    work: Callable[[JobContext, Job[Any]], Any]
     decoder: msgspec.json.Decoder[Any]
     timeout: Callable[[Job[Any]], timedelta | float | None] | None
     default_timeout: Any  # timedelta | None | UNSET
     next_retry: Callable[[Job[Any]], datetime | None] | None
     name: str
+    # A plain `def` worker: run in a thread of its queue's limiter, off the event loop.
+    blocking: bool = False
 
 
 class Workers:
@@ -82,22 +90,25 @@ class Workers:
     def register(
         self,
         args_type: type[ArgsT],
-        work: WorkFn[ArgsT] | Worker[ArgsT],
+        work: WorkFn[ArgsT] | BlockingWorkFn[ArgsT] | Worker[ArgsT],
         *,
         timeout: timedelta | float | None = ...,
-    ) -> WorkFn[ArgsT] | Worker[ArgsT]: ...
+    ) -> WorkFn[ArgsT] | BlockingWorkFn[ArgsT] | Worker[ArgsT]: ...
 
     def register(
         self,
         args_type: type[ArgsT],
-        work: WorkFn[ArgsT] | Worker[ArgsT] | None = None,
+        work: WorkFn[ArgsT] | BlockingWorkFn[ArgsT] | Worker[ArgsT] | None = None,
         *,
         timeout: timedelta | float | None = UNSET,
     ) -> Any:
         """Register the worker of ``args_type``'s kind; usable as a decorator.
 
-        ``timeout`` overrides the client's job timeout for this kind (``None``: no
-        timeout).
+        An ``async def`` worker runs on the event loop. A plain ``def`` worker (or a
+        ``Worker`` whose ``work`` is a plain ``def``) is *blocking*: it runs in a worker
+        thread, at most ``QueueConfig.max_threads`` at once per queue, so blocking
+        code (requests, boto3, pandas) never stalls the loop. ``timeout`` overrides
+        the client's job timeout for this kind (``None``: no timeout).
         """
         if not (isinstance(args_type, type) and issubclass(args_type, JobArgs)):
             raise ConfigError(f"register() takes a JobArgs subclass, got {args_type!r}")
@@ -106,7 +117,7 @@ class Workers:
             raise ConfigError(f"{args_type.__name__} has no kind")
         default_timeout = UNSET if timeout is UNSET else to_timeout(timeout, "timeout")
 
-        def add(w: WorkFn[ArgsT] | Worker[ArgsT]) -> WorkFn[ArgsT] | Worker[ArgsT]:
+        def add(w: Any) -> Any:
             if kind in self._by_kind:
                 raise ConfigError(f"a worker for kind {kind!r} is already registered")
             if isinstance(w, Worker):
@@ -121,8 +132,15 @@ class Workers:
                 name = getattr(w, "__qualname__", repr(w))
             else:
                 raise ConfigError(f"worker must be an async function or a Worker, got {w!r}")
-            if not inspect.iscoroutinefunction(work_fn):
-                raise ConfigError(f"worker {name} must be an `async def` function")
+            if inspect.isgeneratorfunction(work_fn) or inspect.isasyncgenfunction(work_fn):
+                raise ConfigError(
+                    f"worker {name} is a generator function; a worker is an `async def` "
+                    "function (or a plain `def`, run in a thread) that returns nothing"
+                )
+            blocking = not (
+                inspect.iscoroutinefunction(work_fn)
+                or inspect.iscoroutinefunction(getattr(work_fn, "__call__", None))  # noqa: B004
+            )
             self._by_kind[kind] = Registration(
                 args_type=args_type,
                 kind=kind,
@@ -132,6 +150,7 @@ class Workers:
                 default_timeout=default_timeout,
                 next_retry=retry_fn,
                 name=name,
+                blocking=blocking,
             )
             return w
 

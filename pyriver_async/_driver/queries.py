@@ -29,8 +29,15 @@ _FRAGMENT_RE = re.compile(r"\{(_\w+)\}")
 # Columns sent back as a plainer type: unique_states (bit(8)) as an int; state (an
 # enum) as text, since asyncpg introspects an enum type on every connection that
 # first meets it (a catalog query: the first claim on a fresh connection took ~20 ms
-# instead of ~2 ms).
-_RESULT_CASTS = {"unique_states": "int", "state": "text"}
+# instead of ~2 ms); the JSON columns as text, which the library decodes itself, so a
+# JSON codec the application registered on its connections never decodes ours.
+_RESULT_CASTS = {
+    "unique_states": "int",
+    "state": "text",
+    "args": "text",
+    "metadata": "text",
+    "errors": "text[]",
+}
 
 
 def quote_ident(name: str) -> str:
@@ -127,14 +134,19 @@ class Queries:
     job_next_ids: Query
     job_claim: Query
     job_complete_many: Query
+    job_delete_completed_many: Query
     job_set_outcome_many: Query
     job_release_orphans: Query
     job_get: Query
     job_cancel: Query
+    # -- client.wait (issue 19) --
+    job_mark_waited: Query
     job_schedule: Query
     job_rescue: Query
     job_rescue_by_age: Query
     job_clean: Query
+    # job.sql: inserts from other libraries (issue 17)
+    job_copy_from_stdin: Query
     # queue.sql
     queue_pause: Query
     queue_resume: Query
@@ -169,6 +181,8 @@ class Queries:
     schema_create: Query
     schema_columns: Query
     schema_indexes: Query
+    # -- telemetry.sql (issue 19) --
+    job_count_by_queue_state: Query
     # flow.sql (flow control: claims of queues with limits, their status)
     flow_gate: Query
     flow_claim: Query

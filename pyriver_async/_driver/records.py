@@ -24,6 +24,8 @@ __all__ = [
     "RescueCounts",
     "ScheduleCounts",
     "TableStats",
+    "insert_many_values",
+    "insert_values",
     "match_inserted",
 ]
 
@@ -47,6 +49,45 @@ class InsertParams(msgspec.Struct, gc=False):
     tags: Sequence[str]
     unique_key: bytes | None
     unique_states: int | None
+
+
+# -- the insert statements' parameters, by name, for every driver (issue 17) ----------
+
+_JSON = msgspec.json.encode
+
+
+def insert_values(p: InsertParams) -> dict[str, Any]:
+    """The named parameters of ``job_insert`` for one job."""
+    return {
+        "args": p.encoded_args,
+        "kind": p.kind,
+        "max_attempts": p.max_attempts,
+        "metadata": p.metadata,
+        "priority": p.priority,
+        "queue": p.queue,
+        "scheduled_at": p.scheduled_at,
+        "tags": p.tags,
+        "unique_key": p.unique_key,
+        "unique_states": p.unique_states,
+    }
+
+
+def insert_many_values(ps: Sequence[InsertParams], *, sequence: str) -> dict[str, Any]:
+    """The named parameters of ``job_insert_many``: one array per column."""
+    return {
+        "args": [p.encoded_args for p in ps],
+        "kind": [p.kind for p in ps],
+        "max_attempts": [p.max_attempts for p in ps],
+        "metadata": [p.metadata for p in ps],
+        "priority": [p.priority for p in ps],
+        "queue": [p.queue for p in ps],
+        "scheduled_at": [p.scheduled_at for p in ps],
+        # one JSON array text per row: unnest() cannot take a ragged 2-D array
+        "tags": [_JSON(p.tags).decode() if p.tags else None for p in ps],
+        "unique_key": [p.unique_key for p in ps],
+        "unique_states": [p.unique_states for p in ps],
+        "sequence": sequence,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ It also deletes ``river_queue`` rows that no client has refreshed for
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .._driver import Executor
@@ -20,6 +21,8 @@ from .service import Service
 __all__ = ["CleanResult", "Cleaner"]
 
 FINALIZED_STATES = ("completed", "cancelled", "discarded")
+# The longest a busy queue may hold the cleaner off (seconds).
+MAX_DEFERRAL = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class Cleaner(Service):
         queue_retention: float = 86400.0,
         interval: float = 30.0,
         batch_size: int = 1000,
+        busy: Callable[[], bool] | None = None,
+        max_deferral: float = MAX_DEFERRAL,
     ) -> None:
         super().__init__(interval=interval)
         if batch_size < 1:
@@ -53,9 +58,21 @@ class Cleaner(Service):
         self.queue_retention = float(queue_retention)
         self.batch_size = batch_size
         self.last_result = CleanResult()
+        # While this process's producers report a backlog, passes wait (up to
+        # max_deferral): the cleaner's DELETEs compete with the claims for the same
+        # index pages and the database's one core, and nothing is late for waiting.
+        self.busy = busy
+        self.max_deferral = max_deferral
+        self.deferred = 0
+        self._last_clean = time.monotonic()
 
     async def run_once(self) -> None:
+        recent = time.monotonic() - self._last_clean < self.max_deferral
+        if recent and self.busy is not None and self.busy():
+            self.deferred += 1
+            return
         self.last_result = await self.clean()
+        self._last_clean = time.monotonic()
 
     async def clean(self) -> CleanResult:
         """Delete everything past its retention now; return the counts."""

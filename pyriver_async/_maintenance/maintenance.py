@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .._config import ClientConfig
@@ -54,6 +54,7 @@ class Maintenance:
         liveness: bool = True,
         pool_size: int = 10,
         heartbeat_executor: Executor | None = None,
+        busy: Callable[[], bool] | None = None,
         scheduler_interval: float = 1.0,
         rescuer_interval: float | None = None,
         cleaner_interval: float = 30.0,
@@ -106,6 +107,7 @@ class Maintenance:
             retention=retention,
             queue_retention=queue_retention,
             interval=cleaner_interval,
+            busy=busy,
         )
         # A run deleted by the cleaner must not be caught up again.
         kept = [v for v in retention.values() if v]

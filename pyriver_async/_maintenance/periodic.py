@@ -152,7 +152,8 @@ class PeriodicEnqueuer(Service):
         res = await insert_params(ex, params, timeout=30.0)
         if not res.unique_skipped_as_duplicate:
             self.inserted += 1
-            self.log.info(
+            # DEBUG: one line per job would flood INFO for a job run every second.
+            self.log.debug(
                 "periodic job %r: inserted job %d for the run of %s (%.0f ms)",
                 job.id,
                 res.job.id,

@@ -119,3 +119,21 @@ async def test_running_service_cleans_on_its_interval(
         await eventually(all_gone)
     finally:
         await svc.stop()
+
+
+async def test_a_busy_queue_holds_the_cleaner_off_but_not_for_ever(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    await add_finalized(conn, "completed", 2 * DAY, n=3)
+    busy = True
+    c = Cleaner(db_executor(pool), retention={"completed": DAY}, busy=lambda: busy)
+    await c.run_once()
+    assert c.deferred == 1 and c.last_result.jobs == {}  # a backlog: nothing deleted yet
+    busy = False
+    await c.run_once()
+    assert c.last_result.jobs["completed"] == 3
+    # However busy, a pass runs once max_deferral has passed since the last one.
+    await add_finalized(conn, "completed", 2 * DAY, n=2)
+    busy, c.max_deferral = True, 0.0
+    await c.run_once()
+    assert c.last_result.jobs["completed"] == 2

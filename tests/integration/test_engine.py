@@ -654,13 +654,13 @@ async def test_a_retried_outcome_cannot_touch_a_later_claim_with_the_same_attemp
     a = (await db.job_claim(queue="default", limit=1, client_id="client-a"))[0]
     outcome = Outcome.interrupted(a["id"], a["attempt"], "default")
     outcome.attempted_at = a["attempted_at"]
-    assert await db.job_set_outcome_many([outcome]) == 1
+    assert len(await db.job_set_outcome_many([outcome])) == 1
     b = (await db.job_claim(queue="default", limit=1, client_id="client-b"))[0]
     assert (b["id"], b["attempt"]) == (res.job.id, a["attempt"])  # same attempt number
-    assert await db.job_set_outcome_many([outcome]) == 0  # the retry
+    assert len(await db.job_set_outcome_many([outcome])) == 0  # the retry
     done = Outcome.completed(a["id"], 1, "default")
     done.attempted_at = a["attempted_at"]
-    assert await db.job_complete_many([done]) == 0
+    assert len(await db.job_complete_many([done])) == 0
     r = await row(pool, res.job.id)
     assert r["state"] == "running" and r["attempted_by"][-1] == "client-b"
 

@@ -39,6 +39,10 @@ class Blob(JobArgs, kind="it_insert_blob"):
     data: Any
 
 
+class Simple(JobArgs, kind="it_insert_simple"):
+    n: int = 0
+
+
 class Defaults(JobArgs, kind="it_insert_defaults"):
     n: int = 0
 
@@ -296,3 +300,39 @@ async def test_reading_a_foreign_row_nested_too_deep_does_not_fail(pool: asyncpg
     job = await Client(pool).get(job_id)
     assert isinstance(job.args, str) and job.args.startswith('{"data": [[[')
     assert job.metadata == {}
+
+
+async def test_a_json_codec_the_application_registered_changes_nothing(db: str) -> None:
+    # Applications often give their pool a JSON codec (init=...). The library's JSON
+    # travels as text both ways, so it is neither encoded twice nor decoded for us.
+    import json
+
+    async def init(conn: asyncpg.Connection) -> None:
+        for t in ("json", "jsonb"):
+            await conn.set_type_codec(
+                t, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+
+    pool = await asyncpg.create_pool(db, min_size=1, max_size=2, init=init)
+    assert pool is not None
+    try:
+        client = Client(pool)
+        res = await client.insert(Simple(n=7), InsertOpts(metadata={"tenant": "a"}))
+        tags = ['quote"d', "back\\slash", "plain"]
+        many = await client.insert_many(  # COPY, in text format on this pool
+            [(Simple(n=i), InsertOpts(tags=tags, metadata={"line": "a\nb\\c"})) for i in range(60)]
+        )
+        stored = await pool.fetchrow(
+            "SELECT args::text AS a, metadata::text AS m FROM river_job WHERE id = $1",
+            res.job.id,
+        )
+        assert stored is not None
+        assert json.loads(stored["a"]) == {"n": 7}  # an object, not a JSON string
+        assert json.loads(stored["m"]) == {"tenant": "a"}
+        job = await client.get(res.job.id)
+        assert job.args == Simple(n=7) and job.metadata == {"tenant": "a"}
+        last = await client.get(many[-1].job.id)
+        assert last.args == Simple(n=59)
+        assert last.tags == tags and last.metadata == {"line": "a\nb\\c"}
+    finally:
+        await pool.close()

@@ -239,10 +239,10 @@ async def test_late_outcome_of_a_rescued_attempt_is_not_recorded(
         "WHERE id = $1",
         job_id,
     )
-    assert await db.job_complete_many([_completed(job_id, 1, first_claim)]) == 0
+    assert len(await db.job_complete_many([_completed(job_id, 1, first_claim)])) == 0
     assert (await job(conn, job_id))["state"] == "running"
     claimed = await conn.fetchval("SELECT attempted_at FROM river_job WHERE id = $1", job_id)
-    assert await db.job_complete_many([_completed(job_id, 2, claimed)]) == 1
+    assert len(await db.job_complete_many([_completed(job_id, 2, claimed)])) == 1
     assert (await job(conn, job_id))["state"] == "completed"
 
 

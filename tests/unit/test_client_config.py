@@ -69,10 +69,25 @@ def test_client_takes_a_pool_or_a_dsn() -> None:
         Client(42)  # type: ignore[arg-type]
 
 
-def test_registering_a_sync_function_is_refused() -> None:
+def test_registering_a_plain_def_makes_a_blocking_worker() -> None:
+    # Issue 19: a plain `def` runs in a worker thread instead of being refused.
     w = Workers()
-    with pytest.raises(ConfigError, match="async def"):
-        w.register(Ping, lambda ctx, job: None)  # type: ignore[arg-type,return-value]
+    w.register(Ping, lambda ctx, job: None)
+    reg = w.get(Ping.kind)
+    assert reg is not None and reg.blocking
+
+
+def test_registering_an_async_def_is_not_blocking() -> None:
+    reg = _workers().get(Ping.kind)
+    assert reg is not None and not reg.blocking
+
+
+def test_registering_a_generator_function_is_refused() -> None:
+    def gen(ctx: Any, job: Any) -> Any:
+        yield None
+
+    with pytest.raises(ConfigError, match="generator"):
+        Workers().register(Ping, gen)
 
 
 def test_registering_a_kind_twice_is_refused() -> None:

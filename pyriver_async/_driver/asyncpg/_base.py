@@ -3,6 +3,7 @@ three ways to run a query, and error translation."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Self
@@ -13,18 +14,101 @@ from ..._errors import TransientDatabaseError
 from ..queries import Queries, Query
 from .errors import as_library_error
 
-__all__ = ["Base", "Conn"]
+__all__ = ["Base", "Conn", "Lease", "acquire"]
 
 # A connection of the application (or one the pool lent out): both run queries alike.
 Conn = Any
 
 
-class Base:
-    """An executor bound to one connection (``conn``) or borrowing one from ``pool``
-    per call. ``timeout`` (seconds, None: none) bounds every statement, and the wait
-    for a pool connection, of calls that give none of their own."""
+async def acquire(pool: asyncpg.Pool, timeout: float | None) -> Conn:
+    """A connection from ``pool`` within ``timeout``, or TransientDatabaseError saying why."""
+    try:
+        return await pool.acquire(timeout=timeout)
+    except TimeoutError:
+        raise TransientDatabaseError(
+            f"no database connection came free within {timeout:g}s "
+            f"(a pool of {pool.get_max_size()}, {pool.get_size() - pool.get_idle_size()} "
+            "in use): the application or a stalled network holds them"
+        ) from None
 
-    __slots__ = ("_acquire_timeout", "_conn", "_pool", "_queries", "_timeout")
+
+class Lease:
+    """A pool connection kept between calls that come close together.
+
+    Every pool round (acquire, then release with its reset query: asyncpg's default
+    `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` is one more round trip)
+    costs about as much as a claim or a completion batch. A lease keeps the connection
+    after a call and gives it back to the pool ``linger`` seconds after the last one, so
+    a busy producer or completer makes one round per burst instead of one per
+    statement, and an idle client holds nothing. A call that fails gives its connection
+    back at once (the pool knows how to clean or drop it). Concurrent callers each get
+    a connection; only one is kept.
+    """
+
+    __slots__ = ("_conn", "_handle", "_linger", "_pool", "_releasing", "_timeout")
+
+    def __init__(self, pool: asyncpg.Pool, *, linger: float, timeout: float | None) -> None:
+        self._pool = pool
+        self._linger = linger
+        self._timeout = timeout
+        self._conn: Conn | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    async def take(self) -> Conn:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            return conn
+        if conn is not None:
+            await self._pool.release(conn)
+        return await acquire(self._pool, self._timeout)
+
+    def keep(self, conn: Conn) -> None:
+        """After a call that went well: keep ``conn`` for the next one."""
+        if self._conn is not None:  # a concurrent caller's: one kept is enough
+            self._release_soon(conn)
+            return
+        self._conn = conn
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = asyncio.get_running_loop().call_later(self._linger, self._expire)
+
+    async def give_back(self, conn: Conn) -> None:
+        await self._pool.release(conn)
+
+    def _expire(self) -> None:
+        self._handle = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._release_soon(conn)
+
+    def _release_soon(self, conn: Conn) -> None:
+        task = asyncio.get_running_loop().create_task(self._pool.release(conn))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def close(self) -> None:
+        """Give the kept connection back now (before the pool closes)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool.release(conn)
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
+
+
+class Base:
+    """An executor bound to one connection (``conn``), borrowing one from ``pool`` per
+    call, or keeping one between calls (``lease``). ``timeout`` (seconds, None: none)
+    bounds every statement, and the wait for a pool connection, of calls that give
+    none of their own."""
+
+    __slots__ = ("_acquire_timeout", "_conn", "_lease", "_pool", "_queries", "_timeout")
 
     def __init__(
         self,
@@ -33,12 +117,14 @@ class Base:
         conn: Conn | None = None,
         pool: asyncpg.Pool | None = None,
         timeout: float | None = None,
+        lease: Lease | None = None,
     ) -> None:
-        if (conn is None) == (pool is None):
-            raise ValueError("an executor takes a connection or a pool")
+        if (conn is None) == (pool is None and lease is None):
+            raise ValueError("an executor takes a connection, a pool or a lease")
         self._queries = queries
         self._conn = conn
         self._pool = pool
+        self._lease = lease
         self._timeout = timeout
         self._acquire_timeout = timeout
 
@@ -59,16 +145,19 @@ class Base:
         if self._conn is not None:
             yield self._conn
             return
+        lease = self._lease
+        if lease is not None:
+            conn = await lease.take()
+            try:
+                yield conn
+            except BaseException:
+                await lease.give_back(conn)
+                raise
+            lease.keep(conn)
+            return
         pool = self._pool
         assert pool is not None
-        try:
-            conn = await pool.acquire(timeout=self._acquire_timeout)
-        except TimeoutError:
-            raise TransientDatabaseError(
-                f"no database connection came free within {self._acquire_timeout:g}s "
-                f"(a pool of {pool.get_max_size()}, {pool.get_size() - pool.get_idle_size()} "
-                "in use): the application or a stalled network holds them"
-            ) from None
+        conn = await acquire(pool, self._acquire_timeout)
         try:
             yield conn
         finally:
@@ -80,10 +169,18 @@ class Base:
         if self._conn is not None:
             yield self
             return
+        in_body = False
         try:
             async with self._connection() as conn:
+                in_body = True
                 yield type(self)(self._queries, conn=conn, timeout=self._timeout)
+                in_body = False
         except Exception as exc:
+            if in_body:
+                # Raised by the caller's block (its own queries translate their
+                # errors; anything else, say an insert middleware's refusal, is the
+                # caller's and passes as it is).
+                raise
             raise self._error(exc)
 
     def in_transaction(self) -> bool:
@@ -117,27 +214,28 @@ class Base:
 
     # -- the three ways to run a query ----------------------------------------------
 
-    async def _fetch(self, q: Query, args: tuple[Any, ...], timeout: float | None = None) -> Any:
+    async def _run(
+        self, method: str, q: Query, args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
         try:
+            conn = self._conn
+            if conn is not None:  # bound: no context manager on the hot path (~2 us)
+                return await getattr(conn, method)(q.sql, *args, timeout=timeout or self._timeout)
             async with self._connection() as conn:
-                return await conn.fetch(q.sql, *args, timeout=timeout or self._timeout)
+                run = getattr(conn, method)
+                return await run(q.sql, *args, timeout=timeout or self._timeout)
         except Exception as exc:
             raise self._error(exc)
+
+    async def _fetch(self, q: Query, args: tuple[Any, ...], timeout: float | None = None) -> Any:
+        return await self._run("fetch", q, args, timeout)
 
     async def _fetchrow(self, q: Query, args: tuple[Any, ...], timeout: float | None = None) -> Any:
-        try:
-            async with self._connection() as conn:
-                return await conn.fetchrow(q.sql, *args, timeout=timeout or self._timeout)
-        except Exception as exc:
-            raise self._error(exc)
+        return await self._run("fetchrow", q, args, timeout)
 
     async def _execute(self, q: Query, args: tuple[Any, ...], timeout: float | None = None) -> str:
-        try:
-            async with self._connection() as conn:
-                status: str = await conn.execute(q.sql, *args, timeout=timeout or self._timeout)
-                return status
-        except Exception as exc:
-            raise self._error(exc)
+        status: str = await self._run("execute", q, args, timeout)
+        return status
 
 
 def rowcount(status: str) -> int:

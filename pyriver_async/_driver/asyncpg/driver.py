@@ -12,6 +12,7 @@ import asyncpg
 
 from ..._errors import ConfigError
 from ..queries import Queries
+from ._base import Lease
 from .errors import as_library_error
 from .executor import AsyncpgExecutor
 from .listener import AsyncpgListener
@@ -20,6 +21,10 @@ __all__ = ["AsyncpgDriver", "is_asyncpg_connection", "is_asyncpg_pool"]
 
 # Connections the client's own pool lends to single inserts between calls.
 MAX_SPARES = 2
+# How long an application's pool lends a connection to inserts that follow one another
+# before it goes back (seconds): long enough for a burst, too short to matter to the
+# application's other users of its pool.
+USER_POOL_LINGER = 0.1
 
 
 def is_asyncpg_pool(obj: object) -> bool:
@@ -74,6 +79,8 @@ class AsyncpgDriver:
         self.queries = Queries.for_schema(schema)
         self._lock = asyncio.Lock()
         self._spares: list[Any] = []
+        self._leases: list[Lease] = []
+        self._insert_lease: Lease | None = None
 
     @property
     def pool(self) -> asyncpg.Pool | None:
@@ -106,6 +113,14 @@ class AsyncpgDriver:
             self.queries, pool=self._pool, timeout=self._timeout if timeout == -1.0 else timeout
         )
 
+    def leased_executor(self, *, linger: float = 1.0) -> AsyncpgExecutor:
+        """An executor keeping its connection between calls less than ``linger`` apart
+        (a producer's claims, the completer's flushes); see :class:`Lease`."""
+        assert self._pool is not None, "open() first"
+        lease = Lease(self._pool, linger=linger, timeout=self._timeout)
+        self._leases.append(lease)
+        return AsyncpgExecutor(self.queries, lease=lease, timeout=self._timeout)
+
     def bind(self, conn: Any) -> AsyncpgExecutor:
         """An executor on the caller's connection or pool (no timeout of ours)."""
         if isinstance(conn, asyncpg.Pool):
@@ -124,8 +139,12 @@ class AsyncpgDriver:
         """
         pool = await self.open()
         if not self.owns_pool:
-            async with pool.acquire() as conn:
-                yield AsyncpgExecutor(self.queries, conn=conn)
+            # An application's pool: a connection kept for a moment between inserts
+            # spares each insert of a burst the pool's round (and its reset query).
+            if self._insert_lease is None:
+                self._insert_lease = Lease(pool, linger=USER_POOL_LINGER, timeout=None)
+                self._leases.append(self._insert_lease)
+            yield AsyncpgExecutor(self.queries, lease=self._insert_lease)
             return
         conn = self._spares.pop() if self._spares else await pool.acquire()
         try:
@@ -145,6 +164,9 @@ class AsyncpgDriver:
         return AsyncpgListener(self.queries, pool=self._pool)
 
     async def release_spares(self) -> None:
+        """Give back every connection kept between calls (spares and leases)."""
+        for lease in self._leases:
+            await lease.close()
         while self._spares:
             conn = self._spares.pop()
             if self._pool is not None:

@@ -6,6 +6,7 @@ from .flow import FlowQueries
 from .jobs import JobQueries
 from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
 from .migrations import MigrationQueries
+from .telemetry import TelemetryQueries
 
 __all__ = ["AsyncpgExecutor"]
 
@@ -17,6 +18,7 @@ class AsyncpgExecutor(
     ClientQueries,
     PgQueries,
     MigrationQueries,
+    TelemetryQueries,
     FlowQueries,
 ):
     """Bound to one asyncpg connection (``conn=``) or borrowing from a pool (``pool=``).

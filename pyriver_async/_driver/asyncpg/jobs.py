@@ -4,15 +4,15 @@ control, and the leader's maintenance."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import msgspec
-
 from ..._aio import settle
 from ..._outcome import Outcome
 from ..columns import JOB_COLUMNS
+from ..queries import Query
 from ..records import (
     COPY_COLUMNS,
     InsertedRow,
@@ -20,13 +20,14 @@ from ..records import (
     NextIds,
     RescueCounts,
     ScheduleCounts,
+    insert_many_values,
+    insert_values,
     match_inserted,
 )
 from ._base import Base, rowcount
 
 __all__ = ["JobQueries"]
 
-_JSON = msgspec.json.encode
 _SKIPPED = len(JOB_COLUMNS)  # job_insert_many: job columns, then skipped, then ord
 _ORD = _SKIPPED + 1
 
@@ -38,41 +39,13 @@ class JobQueries(Base):
 
     async def job_insert(self, p: InsertParams, *, timeout: float | None = None) -> InsertedRow:
         q = self._queries.job_insert
-        rec = await self._fetchrow(
-            q,
-            q.bind(
-                args=p.encoded_args,
-                kind=p.kind,
-                max_attempts=p.max_attempts,
-                metadata=p.metadata,
-                priority=p.priority,
-                queue=p.queue,
-                scheduled_at=p.scheduled_at,
-                tags=p.tags,
-                unique_key=p.unique_key,
-                unique_states=p.unique_states,
-            ),
-            timeout,
-        )
+        rec = await self._fetchrow(q, q.bind(**insert_values(p)), timeout)
         return InsertedRow(rec, bool(rec["skipped"]))
 
     async def job_insert_many(self, ps: Sequence[InsertParams]) -> list[InsertedRow]:
         q = self._queries.job_insert_many
         rows = await self._fetch(
-            q,
-            q.bind(
-                args=[p.encoded_args for p in ps],
-                kind=[p.kind for p in ps],
-                max_attempts=[p.max_attempts for p in ps],
-                metadata=[p.metadata for p in ps],
-                priority=[p.priority for p in ps],
-                queue=[p.queue for p in ps],
-                scheduled_at=[p.scheduled_at for p in ps],
-                tags=[_JSON(p.tags).decode() if p.tags else None for p in ps],
-                unique_key=[p.unique_key for p in ps],
-                unique_states=[p.unique_states for p in ps],
-                sequence=self._queries.job_sequence,
-            ),
+            q, q.bind(**insert_many_values(ps, sequence=self._queries.job_sequence))
         )
         return match_inserted(rows, ps, skipped_at=_SKIPPED, ord_at=_ORD)
 
@@ -97,14 +70,25 @@ class JobQueries(Base):
         conn = self._conn
         if conn is None:
             raise RuntimeError("job_copy needs a bound executor")
-        copy = asyncio.ensure_future(
-            conn.copy_records_to_table(
+        if _binary_copy_works(conn):
+            sending: Any = conn.copy_records_to_table(
                 "river_job",
                 schema_name=self._queries.schema,
                 columns=COPY_COLUMNS,
                 records=records,
             )
-        )
+        else:
+            # The application registered a codec without a binary encoder for one of
+            # the columns (a text JSON codec, typically): COPY in text format instead,
+            # rows encoded here.
+            sending = conn.copy_to_table(
+                "river_job",
+                schema_name=self._queries.schema,
+                columns=COPY_COLUMNS,
+                source=io.BytesIO(_copy_text(records)),
+                format="text",
+            )
+        copy = asyncio.ensure_future(sending)
         result = None
         try:
             if during is not None:
@@ -141,8 +125,15 @@ class JobQueries(Base):
         )
         return rows
 
-    async def job_complete_many(self, outcomes: Sequence[Outcome]) -> int:
-        q = self._queries.job_complete_many
+    async def job_complete_many(self, outcomes: Sequence[Outcome]) -> list[int]:
+        return await self._by_claim(self._queries.job_complete_many, outcomes)
+
+    async def job_delete_completed_many(self, outcomes: Sequence[Outcome]) -> list[int]:
+        return await self._by_claim(self._queries.job_delete_completed_many, outcomes)
+
+    async def _by_claim(self, q: Query, outcomes: Sequence[Outcome]) -> list[int]:
+        """Run ``q`` over the jobs of ``outcomes``, each found by its claim; the ids
+        it wrote."""
         rows = await self._fetch(
             q,
             q.bind(
@@ -151,9 +142,9 @@ class JobQueries(Base):
                 attempted_at=[o.attempted_at for o in outcomes],
             ),
         )
-        return len(rows)
+        return [r[0] for r in rows]
 
-    async def job_set_outcome_many(self, outcomes: Sequence[Outcome]) -> int:
+    async def job_set_outcome_many(self, outcomes: Sequence[Outcome]) -> dict[int, str]:
         q = self._queries.job_set_outcome_many
         rows = await self._fetch(
             q,
@@ -169,7 +160,7 @@ class JobQueries(Base):
                 attempted_at=[o.attempted_at for o in outcomes],
             ),
         )
-        return len(rows)
+        return {r[0]: r[1] for r in rows}
 
     async def job_release_orphans(self, *, queue: str, client_id: str, keep: Sequence[int]) -> int:
         q = self._queries.job_release_orphans
@@ -180,6 +171,10 @@ class JobQueries(Base):
 
     async def job_get(self, *, id: int) -> Any:
         q = self._queries.job_get
+        return await self._fetchrow(q, q.bind(id=id))
+
+    async def job_mark_waited(self, *, id: int) -> Any:
+        q = self._queries.job_mark_waited
         return await self._fetchrow(q, q.bind(id=id))
 
     async def job_cancel(self, *, id: int) -> Any:
@@ -215,3 +210,40 @@ class JobQueries(Base):
         return rowcount(
             await self._execute(q, q.bind(state=state, older_than=older_than, limit=limit))
         )
+
+
+# The scalar types of COPY_COLUMNS: bigint, jsonb, text, smallint, timestamptz,
+# varchar (tags' elements; asyncpg builds the varchar[] codec from it on first use).
+_COPY_TYPE_OIDS = (20, 3802, 25, 21, 1184, 1043)
+
+
+def _binary_copy_works(conn: Any) -> bool:
+    """Whether asyncpg can binary-encode every COPY column on ``conn``: an application's
+    own text codec (say, for jsonb) takes the binary one away, and a binary COPY would
+    then fail after starting, aborting the caller's transaction."""
+    try:
+        settings = conn.get_settings()
+        return all(settings.get_data_codec(oid, 1) is not None for oid in _COPY_TYPE_OIDS)
+    except Exception:  # an asyncpg without this introspection: assume the defaults
+        return True
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(v: Any) -> str:
+    if v is None:
+        return "\\N"
+    if isinstance(v, str):
+        return v.translate(_COPY_ESCAPES)
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, list | tuple):  # tags: an array literal, itself escaped for COPY
+        items = ('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in v)
+        return ("{" + ",".join(items) + "}").translate(_COPY_ESCAPES)
+    return str(v)
+
+
+def _copy_text(records: Sequence[tuple[Any, ...]]) -> bytes:
+    """``records`` in COPY's text format (tab-separated, backslash escapes)."""
+    return "".join("\t".join(map(_copy_field, r)) + "\n" for r in records).encode()

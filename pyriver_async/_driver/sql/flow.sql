@@ -21,16 +21,18 @@ ON CONFLICT (name, key) DO UPDATE SET n = s.n;
 -- computed by a function of the job (src 'fn') was computed by the client for the
 -- candidates (@fk: {job id: {rule name: key}}) and is stamped into the metadata of the
 -- jobs it claims (`pyriver:flow_key`), where later claims read it. SQL NULL: the job
--- is not limited by this rule (a job whose key function failed, to be failed).
+-- is not limited by this rule (a job whose key function failed, to be failed). The
+-- casts to jsonb cost nothing on river_job's columns; rows a claim returned carry
+-- args and metadata as text.
 (CASE
     WHEN r.src = 'none' THEN 'null'::jsonb
     WHEN r.src = 'fn' THEN coalesce(
-        x.metadata -> 'pyriver:flow_key' -> r.name, @fk::jsonb -> x.id::text -> r.name)
+        x.metadata::jsonb -> 'pyriver:flow_key' -> r.name, @fk::jsonb -> x.id::text -> r.name)
     ELSE jsonb_build_array(
         CASE WHEN r.with_kind THEN x.kind END,
-        (CASE WHEN r.src = 'args' THEN x.args ELSE x.metadata END) -> r.f1,
-        (CASE WHEN r.src = 'args' THEN x.args ELSE x.metadata END) -> r.f2,
-        (CASE WHEN r.src = 'args' THEN x.args ELSE x.metadata END) -> r.f3)
+        (CASE WHEN r.src = 'args' THEN x.args ELSE x.metadata END)::jsonb -> r.f1,
+        (CASE WHEN r.src = 'args' THEN x.args ELSE x.metadata END)::jsonb -> r.f2,
+        (CASE WHEN r.src = 'args' THEN x.args ELSE x.metadata END)::jsonb -> r.f3)
 END)
 
 -- name: _flow_rules

@@ -1,4 +1,6 @@
--- Queries on river_job. Placeholders, replaced once per schema by queries.py:
+-- Queries on river_job. JSON travels as text both ways (`@x::text::jsonb` in, job
+-- columns cast to text out), so a JSON codec an application registered on its own
+-- connections never re-encodes ours. Placeholders, replaced once per schema by queries.py:
 -- `{schema}` the quoted schema, `{job_columns}` / `{job_columns_j}` the columns a
 -- Job is decoded from (rows.py, JOB_COLUMNS), `{insert_channel}` and
 -- `{control_channel}` the quoted NOTIFY channels. `@name` is a bind parameter,
@@ -14,7 +16,7 @@ WITH inserted AS (
         args, kind, max_attempts, metadata, priority, queue, scheduled_at, state,
         tags, unique_key, unique_states
     )
-    SELECT @args::jsonb, @kind::text, @max_attempts::smallint, @metadata::jsonb,
+    SELECT @args::text::jsonb, @kind::text, @max_attempts::smallint, @metadata::text::jsonb,
         @priority::smallint, @queue::text, s.at,
         CASE WHEN s.at > now() THEN 'scheduled' ELSE 'available' END::{schema}.river_job_state,
         @tags::varchar(255)[], @unique_key::bytea, @unique_states::int::bit(8)
@@ -39,7 +41,8 @@ FROM inserted;
 WITH input AS MATERIALIZED (
     SELECT nextval(@sequence::regclass) AS id, a.*, coalesce(a.sched, now()) AS at
     FROM unnest(
-        @args::jsonb[], @kind::text[], @max_attempts::smallint[], @metadata::jsonb[],
+        @args::text[]::jsonb[], @kind::text[], @max_attempts::smallint[],
+        @metadata::text[]::jsonb[],
         @priority::smallint[], @queue::text[], @scheduled_at::timestamptz[], @tags::text[],
         @unique_key::bytea[], @unique_states::int[]
     ) WITH ORDINALITY
@@ -79,6 +82,14 @@ FROM inserted AS i
 -- The wake-ups of the COPY path: one per queue given.
 SELECT count(pg_notify({insert_channel}, json_build_object('queue', q)::text))
 FROM unnest(@queues::text[]) AS q;
+
+-- name: job_copy_from_stdin
+-- The COPY path for drivers that send the COPY statement themselves (psycopg; asyncpg's
+-- copy_records_to_table writes its own). The columns are records.COPY_COLUMNS, in order.
+COPY {schema}.river_job (
+    id, args, kind, max_attempts, metadata, priority, queue, scheduled_at, created_at,
+    state, tags
+) FROM STDIN;
 
 -- name: job_next_ids
 -- The COPY fast path's one statement before the COPY: @n ids, the database's clock,
@@ -143,9 +154,32 @@ RETURNING {job_columns_j};
 -- index: statistics taken while few jobs ran make `state = 'running'` look like one
 -- row, and that scan then wades through every dead `running` entry of a busy table
 -- (measured: the drain fell from ~24k to ~1.5k jobs/s beside 200k finished rows).
+--
+-- A job someone waits for (`client.wait`, which sets `pyriver:wait` in its metadata)
+-- gets a `finished` message on the control channel, sent at commit.
+WITH done AS (
 UPDATE {schema}.river_job AS j
 SET state = 'completed', finalized_at = now()
 FROM unnest(@id::bigint[], @attempt::smallint[], @attempted_at::timestamptz[])
+    AS u(id, attempt, attempted_at)
+WHERE j.id = u.id
+    AND j.state::text = 'running' AND j.attempt = u.attempt
+    AND j.attempted_at = u.attempted_at
+RETURNING j.id, j.metadata ? 'pyriver:wait' AS waited
+),
+finished AS (
+    SELECT count(pg_notify({control_channel},
+        json_build_object('action', 'finished', 'job_id', d.id)::text)) AS n
+    FROM done AS d
+    WHERE d.waited
+)
+SELECT done.id FROM done, finished;
+
+-- name: job_delete_completed_many
+-- Ephemeral jobs that returned normally are deleted instead of updated: a DELETE
+-- writes no new row version and no index entry. Guarded by the claim as above.
+DELETE FROM {schema}.river_job AS j
+USING unnest(@id::bigint[], @attempt::smallint[], @attempted_at::timestamptz[])
     AS u(id, attempt, attempted_at)
 WHERE j.id = u.id
     AND j.state::text = 'running' AND j.attempt = u.attempt
@@ -185,20 +219,29 @@ SET state = (CASE
     END
 FROM unnest(
     @id::bigint[], @attempt::smallint[], @state::text[], @scheduled_at::timestamptz[],
-    @error::jsonb[], @metadata::jsonb[], @give_back::smallint[], @snoozed::bool[],
+    @error::text[]::jsonb[], @metadata::text[]::jsonb[], @give_back::smallint[],
+    @snoozed::bool[],
     @attempted_at::timestamptz[]
 ) AS u(id, attempt, state, scheduled_at, error, metadata, give_back, snoozed, attempted_at)
 -- Found by primary key and guarded by the claim, as in job_complete_many.
 WHERE j.id = u.id
     AND j.state::text = 'running' AND j.attempt = u.attempt
     AND j.attempted_at = u.attempted_at
-RETURNING j.id, j.queue, j.state
+RETURNING j.id, j.queue, j.state, j.metadata ? 'pyriver:wait' AS waited
 ),
 notified AS (
     SELECT count(pg_notify({insert_channel}, json_build_object('queue', q.queue)::text)) AS n
     FROM (SELECT DISTINCT queue FROM updated WHERE state = 'available') AS q
+),
+-- Finalized jobs someone waits for, as in job_complete_many.
+finished AS (
+    SELECT count(pg_notify({control_channel},
+        json_build_object('action', 'finished', 'job_id', u.id)::text)) AS n
+    FROM updated AS u
+    WHERE u.waited AND u.state IN ('completed', 'cancelled', 'discarded')
 )
-SELECT updated.id FROM updated, notified;
+-- The state written, which may differ from the one asked (cancellation requested).
+SELECT updated.id, updated.state::text FROM updated, notified, finished;
 
 -- name: job_release_orphans
 -- Jobs of @queue that this client claimed but does not hold (not running, no
@@ -217,6 +260,23 @@ SELECT count(*) FROM released;
 
 -- name: job_get
 SELECT {job_columns} FROM {schema}.river_job WHERE id = @id::bigint;
+
+-- name: job_mark_waited
+-- (client.wait) Mark an unfinished job as waited for, so that the statement that
+-- finalizes it, in whichever process, sends a `finished` message; the job as it now
+-- is (unchanged when finalized already or marked before).
+WITH marked AS (
+    UPDATE {schema}.river_job AS j
+    SET metadata = j.metadata || '{"pyriver:wait": true}'::jsonb
+    WHERE j.id = @id::bigint
+        AND j.state NOT IN ('cancelled', 'completed', 'discarded')
+        AND NOT (j.metadata ? 'pyriver:wait')
+    RETURNING {job_columns_j}
+)
+SELECT m.* FROM marked AS m
+UNION ALL
+SELECT {job_columns} FROM {schema}.river_job
+WHERE id = @id::bigint AND NOT EXISTS (SELECT 1 FROM marked);
 
 -- name: job_cancel
 -- Cancel one job. Not yet running: it ends `cancelled` at once. Running: it stays
