@@ -30,6 +30,7 @@ QUICK: dict[str, list[str]] = {
     "scale": ["--jobs", "10000", "--rows", "200000"],
     "soak": ["--jobs", "200000"],
     "compare": ["--jobs", "5000", "--procrastinate-jobs", "1500", "--latency-jobs", "300"],
+    "flow": ["--jobs", "10000", "--rate-seconds", "10", "--backlog", "20000"],
 }
 FULL: dict[str, list[str]] = {
     "throughput": ["--jobs", "20000,200000", "--workers", "10,100,1000", "--processes", "1,2,4"],
@@ -38,12 +39,13 @@ FULL: dict[str, list[str]] = {
     "scale": [],
     "soak": [],
     "compare": [],
+    "flow": ["--runs", "3"],
 }
 # --full runs at least this many rounds of these: the per-run ratio to pgqueuer moves
 # by about ±10 % on a shared 2-core machine, so its median wants more than 3.
 FULL_MIN_RUNS = {"compare": 5}
 QUICK_SET = ["throughput", "latency", "insert"]
-ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare"]
+ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare", "flow"]
 # generous bounds per benchmark (seconds): a run past them is stopped
 LIMITS = {
     "throughput": 2400,
@@ -52,6 +54,7 @@ LIMITS = {
     "scale": 2400,
     "soak": 2400,
     "compare": 2400,
+    "flow": 1200,
 }
 
 
@@ -148,6 +151,19 @@ def headline(names: list[str]) -> None:
     if cmp_:
         r = _num(cmp_["medians"].get("ratio_pgqueuer_drain"))
         rows.append(("drain vs pgqueuer", f"{r:.2f}x", ">= 2x", _check(r, 2.0)))
+    fl = _load("flow") if "flow" in names else None
+    if fl:
+        m = fl["medians"]
+        for key, label, target in (
+            ("global_ratio", "drain under global_limit=100", 0.90),
+            ("keys_ratio", "drain, 1,000 keys x 1", 0.75),
+        ):
+            r = _num(m.get(key))
+            rows.append((label, f"{r * 100:.0f}% of unlimited", f">= {target * 100:.0f}%",
+                         _check(r, target)))  # fmt: skip
+        rate = _num(m.get("rate_ratio"))
+        rows.append(("rate limit, two processes", f"{rate:.4f} of the rate", "1 +- 5%",
+                     _check(abs(rate - 1), 0.05, False)))  # fmt: skip
     if not rows:
         return
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

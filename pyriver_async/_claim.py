@@ -3,9 +3,11 @@
 - :class:`PlainClaimer`: a queue without limits. One ``UPDATE ... FOR UPDATE SKIP
   LOCKED`` statement per batch (``job_claim``), as before flow control existed, with
   the kind filter of kind-aware claiming.
-- :class:`FlowClaimer`: a queue with limits or sequences. One claim statement
-  (``flow_claim``) that passes the queue's gate; the limits are compiled once, here,
-  into rules the statement reads as arrays.
+- :class:`FlowClaimer`: a queue with limits or sequences. One claim statement that
+  passes the queue's gate: ``flow_claim_capped`` for a queue's global_limit alone,
+  ``flow_claim_partitioned`` for one partition cap (and global_limit), ``flow_claim``
+  for everything else; the limits are compiled once, here, into rules the statements
+  read as arrays (the driver picks the statement).
 
 Why a gate: a limit is a count of ``running`` rows, and two claims counting at once
 would both see room for the same slot. Claims of one queue pass its gate (a row of
@@ -428,7 +430,7 @@ def claimer_for(queue: str, cfg: QueueConfig, workers: Workers, *, schema: str) 
     """The claimer of ``queue``: plain unless it has limits or sequenced kinds."""
     kinds = workers.kinds if cfg.registered_kinds_only else None
     sequences = _has_sequences(workers, workers.kinds)
-    if cfg.has_limits or sequences:
+    if (cfg.has_limits and compile_rules(queue, cfg)[0]) or sequences:
         return FlowClaimer(
             queue, cfg, schema=schema, kinds=kinds, sequences=sequences, workers=workers
         )

@@ -255,3 +255,8 @@ def test_a_bad_sequence_is_refused_at_insert(opts: Any, message: str) -> None:
     )
     with pytest.raises(InvalidOptsError, match=message):
         sequence_metadata(cls())
+
+
+def test_empty_kind_limits_keep_the_plain_claim() -> None:
+    cfg = QueueConfig(kinds={"flowcfg_export": KindLimits()})
+    assert isinstance(claimer_for("q", cfg, Workers(), schema="public"), PlainClaimer)
