@@ -74,6 +74,8 @@ class ClaimResult:
     #: Claimed jobs whose key function failed: to be failed at once, with this error
     #: (a message, and what the function raised).
     failed: Mapping[int, tuple[str, BaseException]] = field(default_factory=dict)
+    #: Claim again at once: the scan ran out behind keys this claim filled.
+    more: bool = False
 
 
 class Claimer(Protocol):
@@ -422,7 +424,12 @@ class FlowClaimer:
                 if r[ID] in self._functions.failed
             }
         return ClaimResult(
-            got.rows, limited and len(got.rows) < limit, got.refill_at, in_sequence, failed
+            got.rows,
+            limited and len(got.rows) < limit,
+            got.refill_at,
+            in_sequence,
+            failed,
+            more=got.more and bool(got.rows),
         )
 
 

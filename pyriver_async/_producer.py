@@ -280,7 +280,10 @@ class Producer:
         self._last_fetch = time.monotonic()
         result = await self._claim(limit)
         rows = result.rows
-        self._backlog = len(rows) == limit
+        # A claim whose scan ran out behind keys it filled claims again at once: the
+        # next scan skips those keys and reaches the jobs of other keys behind them (a
+        # key's backlog can fill a whole scan).
+        self._backlog = len(rows) == limit or result.more
         self._limited = result.limited
         if result.refill_at is not None:
             self._wake_at(result.refill_at)

@@ -223,6 +223,9 @@ class FlowClaimed:
     #: The first try found another claim had committed while it waited for the gate,
     #: and the claim ran again behind the gate.
     retried: bool = False
+    #: The scan of candidates ran out before the free slots did: more jobs may be
+    #: claimable behind the keys this claim filled.
+    more: bool = False
 
 
 class KeyedCandidates(Protocol):

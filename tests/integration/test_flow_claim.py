@@ -131,8 +131,9 @@ def tracker() -> Tracker:
     return Tracker()
 
 
-@pytest.fixture
-def workers(tracker: Tracker) -> Workers:
+def _workers(tracker: Tracker, *, sequences: bool) -> Workers:
+    """Task and Other; with ``sequences``, the kinds in sequences too (their queue's
+    claim is then the general statement, flow_claim, whatever the limits)."""
     w = Workers()
 
     @w.register(Task, timeout=None)
@@ -150,6 +151,9 @@ def workers(tracker: Tracker) -> Workers:
         await tracker.run("other", job.args.key, job.id, 0.0, "")
         tracker.done.add(job.id)
 
+    if not sequences:
+        return w
+
     async def step(job: Job[Any], gate: str = "") -> None:
         tracker.attempts[job.id] += 1
         await tracker.run(job.kind, job.args.account, job.args.n, 0.01, gate)
@@ -166,6 +170,16 @@ def workers(tracker: Tracker) -> Workers:
         await step(job)
 
     return w
+
+
+@pytest.fixture
+def workers(tracker: Tracker) -> Workers:
+    return _workers(tracker, sequences=False)
+
+
+@pytest.fixture
+def seq_workers(tracker: Tracker) -> Workers:
+    return _workers(tracker, sequences=True)
 
 
 ClientFactory = Callable[..., Client]
@@ -393,9 +407,9 @@ async def test_weighted_turns(
 
 
 async def test_a_sequence_runs_one_at_a_time_in_insertion_order(
-    pool: asyncpg.Pool, make_client: ClientFactory, tracker: Tracker
+    pool: asyncpg.Pool, make_client: ClientFactory, tracker: Tracker, seq_workers: Workers
 ) -> None:
-    client = make_client(QueueConfig(max_workers=10))
+    client = make_client(QueueConfig(max_workers=10), workers=seq_workers)
     steps = [Step(account=a, n=n) for n in range(12) for a in (1, 2, 3)]
     # Higher priority for later steps: a sequence's order wins over priority.
     ids = [
@@ -412,9 +426,9 @@ async def test_a_sequence_runs_one_at_a_time_in_insertion_order(
 
 
 async def test_a_failing_job_holds_its_sequence(
-    pool: asyncpg.Pool, make_client: ClientFactory, tracker: Tracker
+    pool: asyncpg.Pool, make_client: ClientFactory, tracker: Tracker, seq_workers: Workers
 ) -> None:
-    client = make_client(QueueConfig(max_workers=10), maintenance=True)
+    client = make_client(QueueConfig(max_workers=10), maintenance=True, workers=seq_workers)
     res = await client.insert_many(
         [
             (Step(account=1, n=0, fail=True), InsertOpts(max_attempts=2)),
@@ -438,9 +452,9 @@ async def test_a_failing_job_holds_its_sequence(
 
 
 async def test_continue_on_failure_lets_a_sequence_pass_a_discarded_job(
-    pool: asyncpg.Pool, make_client: ClientFactory, tracker: Tracker
+    pool: asyncpg.Pool, make_client: ClientFactory, tracker: Tracker, seq_workers: Workers
 ) -> None:
-    client = make_client(QueueConfig(max_workers=10))
+    client = make_client(QueueConfig(max_workers=10), workers=seq_workers)
     res = await client.insert_many(
         [
             (StepGoingOn(account=1, n=0, fail=True), InsertOpts(max_attempts=1)),
@@ -753,3 +767,31 @@ async def test_spent_rate_and_turn_rows_are_deleted(
         await eventually(only_fresh_rows_left, timeout=5)
     keys = await pool.fetch("SELECT DISTINCT key FROM pyriver_flow_state")
     assert {r["key"] for r in keys} <= {"[null, 99, null, null]", "[null, 98, null, null]", ""}
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        QueueConfig(max_workers=10, global_limit=2),  # flow_claim_capped
+        QueueConfig(max_workers=10, global_limit=2, partition_by="key", partition_limit=2),
+        QueueConfig(max_workers=10, kinds={"flow_task": KindLimits(global_limit=2)}),
+        QueueConfig(max_workers=10, global_limit=2, rate_limit=RateLimit(1000)),  # flow_claim
+    ],
+    ids=["capped", "partitioned", "kind", "general"],
+)
+@pytest.mark.parametrize("with_sequences", [False, True], ids=["lean", "with-sequences"])
+async def test_a_slot_freed_here_is_taken_at_once(
+    pool: asyncpg.Pool,
+    make_client: ClientFactory,
+    tracker: Tracker,
+    cfg: QueueConfig,
+    with_sequences: bool,
+) -> None:
+    # No poll to help (60 s): only the freed slot may wake the producer. With kinds in
+    # sequences registered, every queue takes the general statement.
+    workers = _workers(tracker, sequences=with_sequences)
+    client = make_client(cfg, fetch_poll_interval=60.0, workers=workers)
+    ids = [r.job.id for r in await client.insert_many([Task(seconds=0.01)] * 12)]
+    async with client:
+        await finished(pool, ids, timeout=10)
+    assert tracker.peak == 2

@@ -13,7 +13,7 @@ from ._base import Base, rowcount
 
 __all__ = ["FlowQueries"]
 
-# flow_claim: job columns, then _stale, _candidates, _blocked, _refill_at
+# flow_claim: job columns, then _stale, _candidates, _blocked, _refill_at, _more
 _N = len(JOB_COLUMNS)
 
 
@@ -163,6 +163,7 @@ class FlowQueries(Base):
             blocked=bool(info[_N + 2]),
             refill_at=info[_N + 3],
             retried=stale,
+            more=bool(info[_N + 4]),
         )
 
     async def flow_usage(

@@ -68,11 +68,12 @@ SELECT * FROM unnest(
 --    arrival time moves on by one emission interval per start).
 -- A last row with a NULL id tells the producer what it saw: whether it was stale, how
 -- many candidates, whether some bucket was blocked, and when the earliest empty rate
--- bucket refills. Times are the moment the gate was passed (`clock`).
+-- bucket refills. Times are the moment the gate was passed (`fresh.now`).
 --
--- Inner LIMITs with constants (2000) keep the generic plan's estimates small: the
--- plan is prepared once and reused (a custom plan per claim cost ~2 ms of planning,
--- and the generic plan's cost, estimated with unbounded row counts, set JIT off).
+-- Inner LIMITs with constants (2000) keep the generic plan's estimates small, so the
+-- plan is prepared once and reused: a custom plan per claim cost ~2 ms of planning,
+-- and with unbounded row estimates the generic plan looked costly enough for JIT
+-- compilation (~130 ms a claim).
 WITH gate AS MATERIALIZED (
     INSERT INTO {schema}.pyriver_flow_state AS s (name, key, tat, n)
     VALUES (@gate::text, '', now(), 1)
@@ -322,18 +323,27 @@ turned AS (
     SET tat = greatest(s.tat, (SELECT now FROM fresh)) + (EXCLUDED.tat - (SELECT now FROM fresh))
 )
 SELECT claimed.*, NULL::bool AS _stale, NULL::int AS _candidates, NULL::bool AS _blocked,
-    NULL::timestamptz AS _refill_at
+    NULL::timestamptz AS _refill_at, NULL::bool AS _more
 FROM claimed
 UNION ALL
 SELECT {job_columns_null}, NOT (SELECT ok FROM fresh), (SELECT count(*)::int FROM cand),
-    (SELECT map FROM blocked) <> '{}'::jsonb,
+    -- Jobs may wait on a limit: a bucket or a kind without room, or the queue's room
+    -- used up by this claim (or before it).
+    (SELECT map FROM blocked) <> '{}'::jsonb
+        OR cardinality((SELECT kinds FROM blocked)) > 0
+        OR coalesce((SELECT room FROM queue_room) <= (SELECT count(*) FROM claimed), false),
     -- When a bucket this claim found empty, or emptied, has a token again.
     least(
         (SELECT min(refill_at) FROM rate_blocked),
         (SELECT min(c.tat - make_interval(secs => r.rate_tau))
             FROM charged AS c JOIN rules AS r ON r.name = c.name
             WHERE c.tat - make_interval(secs => r.rate_tau) > (SELECT now FROM fresh))
-    );
+    ),
+    -- The scan ran out before the free slots did, with room left: jobs may wait
+    -- behind the keys this claim filled (the next scan skips those).
+    (SELECT count(*) FROM cand) >= @window::int
+        AND (SELECT count(*) FROM claimed)
+            < least(@limit::int, coalesce((SELECT room FROM queue_room), @limit::int));
 
 -- name: flow_claim_capped
 -- flow_claim for the most common limit, a queue's global_limit alone (no key, no
@@ -388,13 +398,13 @@ claimed AS (
     RETURNING {job_columns_j}
 )
 SELECT claimed.*, NULL::bool AS _stale, NULL::int AS _candidates, NULL::bool AS _blocked,
-    NULL::timestamptz AS _refill_at
+    NULL::timestamptz AS _refill_at, NULL::bool AS _more
 FROM claimed
 UNION ALL
 SELECT {job_columns_null}, NOT (SELECT ok FROM fresh), (SELECT count(*)::int FROM claimed),
     -- The cap, not the free slots, bounded this claim: jobs may wait on it.
     (SELECT n FROM room) <= (SELECT count(*) FROM claimed) AND (SELECT n FROM room) < @limit::int,
-    NULL;
+    NULL, false;
 
 -- name: _flow_part_key
 -- (A fragment of flow_claim_partitioned.) The key of job `x`, as in _flow_key.
@@ -490,13 +500,17 @@ claimed AS (
     RETURNING {job_columns_j}
 )
 SELECT claimed.*, NULL::bool AS _stale, NULL::int AS _candidates, NULL::bool AS _blocked,
-    NULL::timestamptz AS _refill_at
+    NULL::timestamptz AS _refill_at, NULL::bool AS _more
 FROM claimed
 UNION ALL
 SELECT {job_columns_null}, NOT (SELECT ok FROM fresh), (SELECT count(*)::int FROM cand),
     (SELECT full_keys FROM used) <> '{}'::jsonb
         OR coalesce(@cap::int - (SELECT total FROM used) <= (SELECT count(*) FROM claimed), false),
-    NULL;
+    NULL,
+    -- The scan ran out before the free slots did, with room left (see flow_claim).
+    (SELECT count(*) FROM cand) >= @window::int
+        AND (SELECT count(*) FROM claimed)
+            < least(@limit::int, coalesce(@cap::int - (SELECT total FROM used), @limit::int));
 
 -- name: flow_candidates
 -- The jobs a claim under a key function (a partition key computed in Python) may take
