@@ -2,9 +2,10 @@
 
 Quick by default (throughput, latency and insert at small sizes, 3 runs each: a few
 minutes). ``--full`` uses the sizes of the performance plan and adds the
-multi-process drains, scale, soak and the peer comparison (about an hour on a
-2-core machine). ``--only throughput,latency`` picks benchmarks; anything after
-``--`` is passed to each of them. Each benchmark runs in its own process with its
+multi-process drains, scale, soak, the peer comparison and round two (issue 23's
+table; about an hour on a 2-core machine). ``--only throughput,latency`` picks
+benchmarks (``--only round2``: that table alone); anything after ``--`` is passed
+to each of them. Each benchmark runs in its own process with its
 own throwaway database and writes ``benchmarks/results/latest-<name>.json``; the
 headline figures and the performance plan's targets are printed at the end.
 """
@@ -30,6 +31,7 @@ QUICK: dict[str, list[str]] = {
     "scale": ["--jobs", "10000", "--rows", "200000"],
     "soak": ["--jobs", "200000"],
     "compare": ["--jobs", "5000", "--procrastinate-jobs", "1500", "--latency-jobs", "300"],
+    "round2": [],
     "flow": ["--jobs", "10000", "--rate-seconds", "10", "--backlog", "20000"],
 }
 FULL: dict[str, list[str]] = {
@@ -39,12 +41,14 @@ FULL: dict[str, list[str]] = {
     "scale": [],
     "soak": [],
     "compare": [],
+    "round2": [],
     "flow": ["--runs", "3"],
 }
 # --full runs at least this many rounds of these: the per-run ratio to pgqueuer moves
 # by about ±10 % on a shared 2-core machine, so its median wants more than 3.
-FULL_MIN_RUNS = {"compare": 5}
+FULL_MIN_RUNS = {"compare": 5, "round2": 5}
 QUICK_SET = ["throughput", "latency", "insert"]
+ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare", "round2"]
 ORDER = ["throughput", "latency", "insert", "scale", "soak", "compare", "flow"]
 # generous bounds per benchmark (seconds): a run past them is stopped
 LIMITS = {
@@ -54,6 +58,7 @@ LIMITS = {
     "scale": 2400,
     "soak": 2400,
     "compare": 2400,
+    "round2": 2400,
     "flow": 1200,
 }
 
@@ -151,6 +156,18 @@ def headline(names: list[str]) -> None:
     if cmp_:
         r = _num(cmp_["medians"].get("ratio_pgqueuer_drain"))
         rows.append(("drain vs pgqueuer", f"{r:.2f}x", ">= 2x", _check(r, 2.0)))
+    r2 = _load("round2") if "round2" in names else None
+    if r2:
+        for t in r2.get("extra", {}).get("targets", []):
+            value = _num(t.get("value"))
+            rows.append(
+                (
+                    f"round2: {t['target']}",
+                    "-" if math.isnan(value) else f"{value:.2f}",
+                    f"{'>=' if t['higher'] else '<='} {t['bound']:g}",
+                    str(t["verdict"]),
+                )
+            )
     fl = _load("flow") if "flow" in names else None
     if fl:
         m = fl["medians"]

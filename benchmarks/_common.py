@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +35,7 @@ import msgspec
 
 import pyriver_async
 from pyriver_async import JobArgs
-from pyriver_async._driver.queries import Queries
+from pyriver_async._driver.queries import Queries, Query
 from pyriver_async._localdb import create_database, drop_database
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "NoopArgs",
     "Progress",
     "Results",
+    "StatementCounter",
     "add_common_args",
     "analyze",
     "bench_sql",
@@ -612,6 +615,121 @@ class FlushProbe:
         self.count = 0
         self.first = self.last = math.nan
         self.reached.clear()
+
+
+class StatementCounter:
+    """Counts the statements this process's asyncpg connections send while it is
+    entered (``with StatementCounter(): ...``), by kind.
+
+    A client-side probe: the methods through which asyncpg sends a statement
+    (``execute``, ``fetch``, ``fetchrow``, ``fetchval``, ``executemany``, the COPY
+    methods) are wrapped on ``asyncpg.Connection`` for the duration, which covers
+    connections of any pool (a pool's connection proxy calls them) and asyncpg's own
+    statements: a pool's default reset on release (``SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL``, one round trip counted once, as ``reset``) and
+    a transaction's ``BEGIN``/``COMMIT``/``ROLLBACK``, and the type introspection a
+    new connection runs before its first query on an enum or array type (counted as
+    ``introspection``; asyncpg's private ``_introspect_types``, wrapped when present).
+    Each statement of the library is counted under its name in ``Queries``
+    (``job_claim``, ``job_complete_many``, ...); anything else as ``other``. The
+    wrapper costs well under a microsecond per statement. The server cannot count for
+    us here: pg_stat_statements is not preloaded on the bench server, and its activity
+    counters count transactions or rows, not statements (checked once against
+    ``pg_stat_database.xact_commit``: the two agree but for the benchmark's own few).
+    """
+
+    _METHODS = (
+        "execute",
+        "executemany",
+        "fetch",
+        "fetchrow",
+        "fetchval",
+        "copy_records_to_table",
+        "copy_to_table",
+        "copy_from_query",
+        "copy_from_table",
+    )
+    _RESET = ("SELECT pg_advisory_unlock_all", "CLOSE ALL", "UNLISTEN *", "RESET ALL")
+
+    def __init__(self, queries: Queries | None = None) -> None:
+        q = queries if queries is not None else bench_sql()
+        self._names: dict[str, str] = {}
+        for f in dataclasses.fields(q):
+            value = getattr(q, f.name)
+            if isinstance(value, Query):
+                self._names[value.sql] = f.name
+        self.counts: Counter[str] = Counter()
+        self._saved: dict[str, Any] = {}
+
+    def kind(self, query: object) -> str:
+        if not isinstance(query, str):
+            return "other"
+        name = self._names.get(query)
+        if name is not None:
+            return name
+        head = query.lstrip()
+        if head.startswith(self._RESET):
+            return "reset"
+        word = head.split(None, 1)[0].upper().rstrip(";") if head else ""
+        if word in ("BEGIN", "COMMIT", "ROLLBACK", "LISTEN", "UNLISTEN"):
+            return word.lower()
+        return "other"
+
+    def __enter__(self) -> StatementCounter:
+        counts, kind = self.counts, self.kind
+        cls = asyncpg.Connection
+        for method in self._METHODS:
+            original = getattr(cls, method)
+            self._saved[method] = original
+
+            def wrap(original: Any, copy: bool) -> Any:
+                async def counted(conn: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                    counts["copy" if copy else kind(query)] += 1
+                    return await original(conn, query, *args, **kwargs)
+
+                return counted
+
+            setattr(cls, method, wrap(original, method.startswith("copy_")))
+        introspect = getattr(cls, "_introspect_types", None)
+        if introspect is not None:
+            self._saved["_introspect_types"] = introspect
+
+            async def introspected(conn: Any, *args: Any, **kwargs: Any) -> Any:
+                counts["introspection"] += 1
+                return await introspect(conn, *args, **kwargs)
+
+            cls._introspect_types = introspected  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for method, original in self._saved.items():
+            setattr(asyncpg.Connection, method, original)
+        self._saved.clear()
+
+    def summary(self, jobs: int, per: int = 20_000) -> dict[str, float]:
+        """Claims, completion statements, reset round trips and the rest, scaled to
+        ``per`` jobs, and jobs per claim / per claim-or-completion statement."""
+        claims = sum(v for k, v in self.counts.items() if "claim" in k)
+        completes = sum(
+            v
+            for k, v in self.counts.items()
+            if k.startswith(("job_complete", "job_set_outcome", "job_delete", "job_finish"))
+        )
+        both = sum(
+            v for k, v in self.counts.items() if "claim" in k and k.startswith("job_complete")
+        )
+        scale = per / jobs if jobs else math.nan
+        total = sum(self.counts.values())
+        work = claims + completes - both
+        return {
+            "claims": claims * scale,
+            "completions": completes * scale,
+            "resets": self.counts["reset"] * scale,
+            "others": (total - work - self.counts["reset"]) * scale,
+            "total": total * scale,
+            "jobs_per_claim": jobs / claims if claims else math.nan,
+            "jobs_per_statement": jobs / work if work else math.nan,
+        }
 
 
 # -- running ---------------------------------------------------------------------------

@@ -147,7 +147,9 @@ class BareEngine:
             self._notified = False
             rows = await self._claim_conn.fetch(
                 self._claim.sql,
-                *self._claim.bind(queue=self.queue, limit=free, client_id=self.client_id),
+                *self._claim.bind(
+                    queue=self.queue, limit=free, client_id=self.client_id, kinds=None
+                ),
             )
             if self.claims == 0:
                 self.t_first_claim = time.monotonic()
@@ -288,9 +290,12 @@ async def captured_insert(
 COPY_COLUMNS = _COPY_COLUMNS[1:]
 
 
-async def insert_single(conn: asyncpg.Connection, count: int) -> float:
-    """``job_insert`` one job per statement (autocommit); jobs/s."""
-    sql, p = await captured_insert()
+async def insert_single(
+    conn: asyncpg.Connection, count: int, stmt: tuple[str, tuple[Any, ...]] | None = None
+) -> float:
+    """``job_insert`` one job per statement (autocommit); jobs/s. ``stmt``: another
+    statement and its bind values to send instead (round2's bare insert)."""
+    sql, p = stmt if stmt is not None else await captured_insert()
     t0 = time.perf_counter()
     for _ in range(count):
         await conn.fetchrow(sql, *p)
@@ -307,9 +312,15 @@ async def insert_tx(conn: asyncpg.Connection, count: int) -> float:
     return count / (time.perf_counter() - t0)
 
 
-async def insert_unnest(conn: asyncpg.Connection, calls: int, size: int = 1000) -> float:
-    """``job_insert_many`` of ``size`` rows per statement; jobs/s."""
-    sql, p = await captured_insert(many=size)
+async def insert_unnest(
+    conn: asyncpg.Connection,
+    calls: int,
+    size: int = 1000,
+    stmt: tuple[str, tuple[Any, ...]] | None = None,
+) -> float:
+    """``job_insert_many`` of ``size`` rows per statement; jobs/s. ``stmt``: another
+    statement of ``size`` rows and its bind values to send instead."""
+    sql, p = stmt if stmt is not None else await captured_insert(many=size)
     t0 = time.perf_counter()
     for _ in range(calls):
         await conn.fetch(sql, *p)
@@ -380,12 +391,18 @@ async def latency(
     workers: int = 100,
     inserters: int = 4,
     flush_interval: float = 0.005,
+    make_insert: Callable[[int], tuple[str, tuple[Any, ...]]] | None = None,
 ) -> LatencyRun:
     """Insert one job every ``interval`` s with ``job_insert`` (its NOTIFY included) on
     a few connections; a LISTEN connection wakes the bare claim loop; the worker's
-    start time minus the insert's send time is the latency."""
+    start time minus the insert's send time is the latency. ``make_insert(i)``: another
+    statement (and bind values) inserting job ``i`` with args ``{"n": i}``, its NOTIFY
+    included, to send instead."""
     sql = bench_sql()
-    inserts = [await captured_insert(LatencyArgs(n=i)) for i in range(n)]
+    if make_insert is not None:
+        inserts = [make_insert(i) for i in range(n)]
+    else:
+        inserts = [await captured_insert(LatencyArgs(n=i)) for i in range(n)]
     listen_conn = await asyncpg.connect(url)
     claim_conn = await asyncpg.connect(url)
     done_conn = await asyncpg.connect(url)

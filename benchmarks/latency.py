@@ -50,7 +50,7 @@ from benchmarks._common import (
     server_info,
     temp_database,
 )
-from benchmarks.throughput import make_client
+from benchmarks.throughput import make_client, readme_pool
 from pyriver_async import Job, JobContext, QueueConfig, Workers
 
 
@@ -75,9 +75,12 @@ async def library_latency(
     workers: int = 100,
     backlog: int = 0,
     pool_size: int = 10,
+    database: str = "bench",
 ) -> LibraryLatency:
     """``backlog`` > 0: that many no-op jobs wait in queue 'bulk' (already loaded) and
-    the client drains them while the latency jobs arrive in queue 'default'."""
+    the client drains them while the latency jobs arrive in queue 'default'.
+    ``database``: what the client is given, as in ``throughput.library_drain``
+    (``bench``, ``readme`` or ``dsn``)."""
     sent: dict[int, float] = {}
     samples: list[float] = []
     busy_flags: list[bool] = []
@@ -100,9 +103,15 @@ async def library_latency(
     queues = {"default": QueueConfig(max_workers=workers)}
     if backlog:
         queues["bulk"] = QueueConfig(max_workers=workers)
-    pool = await make_pool(url, pool_size)
+    pool: asyncpg.Pool | None = None
+    if database == "bench":
+        pool = await make_pool(url, pool_size)
+    elif database == "readme":
+        pool = await readme_pool(url)
+    elif database != "dsn":
+        raise ValueError(f"database: bench, readme or dsn, not {database!r}")
     try:
-        client = make_client(pool, workers, queues=queues, work=work)
+        client = make_client(pool if pool is not None else url, workers, queues=queues, work=work)
 
         async def insert(i: int) -> None:
             args = LatencyArgs(n=i)
@@ -125,7 +134,8 @@ async def library_latency(
             except TimeoutError:
                 pass
     finally:
-        await pool.close()
+        if pool is not None:
+            await pool.close()
     kept = [s for s, busy in zip(samples, busy_flags, strict=True) if busy or not backlog]
     return LibraryLatency(
         kept,

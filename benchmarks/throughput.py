@@ -40,6 +40,7 @@ from benchmarks._common import (
     NoopArgs,
     Progress,
     Results,
+    StatementCounter,
     add_common_args,
     bench_sql,
     checkpoint,
@@ -74,7 +75,7 @@ def noop_workers() -> Workers:
 
 
 def make_client(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | str,
     workers: int,
     *,
     queues: dict[str, QueueConfig] | None = None,
@@ -97,10 +98,19 @@ class LibraryDrain:
     jobs: int
     seconds: float
     completed_in_db: int
+    rows_in_db: int = -1  # every river_job row left (0 when completed jobs are deleted)
 
     @property
     def jobs_per_s(self) -> float:
         return self.jobs / self.seconds if self.seconds > 0 else math.nan
+
+
+async def readme_pool(url: str) -> asyncpg.Pool:
+    """The pool README.md's example makes: ``asyncpg.create_pool(url, min_size=1,
+    max_size=10)``, asyncpg's defaults otherwise (its reset query on every release)."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
+    assert pool is not None
+    return pool
 
 
 async def library_drain(
@@ -111,35 +121,60 @@ async def library_drain(
     pool_size: int = 10,
     timeout: float = 300.0,
     meter: CpuMeter | None = None,
+    database: str = "bench",
+    queues: dict[str, QueueConfig] | None = None,
+    statements: StatementCounter | None = None,
 ) -> LibraryDrain:
     """Drain the ``n`` available jobs of queue 'default' with one Client.
 
-    The pool is made beforehand (like the one ``Client(dsn)`` makes, all connections
-    open), so the time covers ``client.start()`` through the last completion commit.
+    ``database`` says what the client is given. ``bench`` (the default): a pool made
+    beforehand like the one ``Client(dsn)`` makes but with all connections open, so
+    the time covers ``client.start()`` through the last completion commit. ``readme``:
+    the pool of README.md's example (:func:`readme_pool`: one connection open, the rest
+    opened on demand, asyncpg's default reset on release). ``dsn``: ``Client(url)``,
+    which makes its own pool inside ``client.start()`` (inside the timed section).
+    ``statements``: counts what the client sends from its start to its stop.
     """
-    pool = await make_pool(url, pool_size)
+    pool: asyncpg.Pool | None = None
+    if database == "bench":
+        pool = await make_pool(url, pool_size)
+    elif database == "readme":
+        pool = await readme_pool(url)
+    elif database != "dsn":
+        raise ValueError(f"database: bench, readme or dsn, not {database!r}")
     try:
-        client = make_client(pool, workers)
+        client = make_client(pool if pool is not None else url, workers, queues=queues)
         probe = FlushProbe(target=n)
         probe.attach(client)
         if meter is not None:
-            async with pool.acquire() as conn:
-                await meter.find_backends(conn)
+            if pool is None:
+                raise ValueError("a CPU meter needs the pool open before the start")
+            async with pool.acquire() as conn0:
+                await meter.find_backends(conn0)
             meter.start()
-        t0 = time.monotonic()
-        await client.start()
-        try:
-            await asyncio.wait_for(probe.reached.wait(), timeout)
-            if meter is not None:
-                meter.stop()
-        finally:
-            await client.stop()
+        with statements if statements is not None else contextlib.nullcontext():
+            t0 = time.monotonic()
+            await client.start()
+            try:
+                await asyncio.wait_for(probe.reached.wait(), timeout)
+                if meter is not None:
+                    meter.stop()
+            finally:
+                await client.stop()
         seconds = probe.last - t0
-        async with pool.acquire() as conn:
-            done = await conn.fetchval("SELECT count(*) FROM river_job WHERE state = 'completed'")
-        return LibraryDrain(probe.count, seconds, int(done))
+        conn = await asyncpg.connect(url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT count(*) FILTER (WHERE state = 'completed') AS done, count(*) AS rows "
+                "FROM river_job"
+            )
+        finally:
+            await conn.close()
+        assert row is not None
+        return LibraryDrain(probe.count, seconds, int(row["done"]), int(row["rows"]))
     finally:
-        await pool.close()
+        if pool is not None:
+            await pool.close()
 
 
 # -- several processes -----------------------------------------------------------------

@@ -181,14 +181,31 @@ class UniqueOpts:
     new one (default: all but cancelled and discarded; it must include available,
     pending, running and scheduled). Enforced by a unique index, so it holds across
     processes and concurrent inserts.
+
+    ``on_conflict`` says what a duplicate insert does to the existing job when that
+    job is still waiting (``available``, ``scheduled`` or ``retryable``):
+
+    - ``"skip"`` (the default, River's behaviour): nothing; the existing job is returned;
+    - ``"reschedule_earlier"``: when the new job would run earlier (its
+      ``scheduled_at``, now by default), the existing one is moved to that time (and
+      becomes ``available`` when that time has come);
+    - ``"raise_priority"``: when the new job has a higher priority (a smaller
+      number), the existing one takes it;
+    - both, as ``("reschedule_earlier", "raise_priority")``.
+
+    A job already running or finalized is never changed. The insert still reports
+    ``unique_skipped_as_duplicate`` and returns the existing job as it now is. The
+    row stays River's: only its ``scheduled_at``, ``state`` and ``priority`` move.
     """
 
     by_args: bool = False
     by_period: timedelta | float | None = None
     by_queue: bool = False
     by_state: Sequence[JobState | str] | None = None
+    on_conflict: str | Sequence[str] = "skip"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "on_conflict", _conflict_actions(self.on_conflict))
         for name in ("by_args", "by_queue"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidOptsError(f"UniqueOpts.{name} must be True or False")
@@ -221,9 +238,37 @@ class UniqueOpts:
         return mask
 
     @property
+    def conflict_mask(self) -> int:
+        """``on_conflict`` as the insert statement's bits (1 reschedule, 2 priority)."""
+        actions = self.on_conflict
+        return sum(_CONFLICT_BITS[a] for a in actions) if isinstance(actions, tuple) else 0
+
+    @property
     def period(self) -> timedelta | None:
         p = self.by_period
         return p if isinstance(p, timedelta) or p is None else timedelta(seconds=p)
+
+
+_CONFLICT_BITS = {"reschedule_earlier": 1, "raise_priority": 2}
+
+
+def _conflict_actions(value: object) -> str | tuple[str, ...]:
+    """``"skip"``, or the sorted tuple of actions to take on a waiting duplicate."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise InvalidOptsError(
+            "UniqueOpts.on_conflict must be 'skip', 'reschedule_earlier', 'raise_priority' "
+            f"or a list of the last two, got {value!r}"
+        )
+    if list(names) == ["skip"]:
+        return "skip"
+    unknown = [n for n in names if n not in _CONFLICT_BITS]
+    if unknown or not names:
+        raise InvalidOptsError(
+            f"UniqueOpts.on_conflict: unknown action {', '.join(map(repr, unknown)) or '(none)'}"
+            "; the actions are 'skip', 'reschedule_earlier' and 'raise_priority'"
+        )
+    return tuple(sorted(set(names)))
 
 
 def _to_timedelta(value: object, what: str) -> timedelta:

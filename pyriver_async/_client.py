@@ -5,8 +5,10 @@ reaches the database only through the driver seam."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -15,11 +17,20 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from . import _interrupts
+from . import _control, _interrupts
 from ._args import InsertOpts, JobArgs, validate_queue
 from ._claim import claimer_for
 from ._completer import Completer
 from ._config import ClientConfig, QueueConfig
+from ._control import (
+    ClientInfo,
+    JobActionResult,
+    JobFilter,
+    JobOrder,
+    JobPage,
+    LeaderInfo,
+    QueueInfo,
+)
 from ._driver import Executor as DriverExecutor
 from ._driver import InsertExecutor, Queries
 from ._driver.asyncpg import AsyncpgDriver
@@ -49,6 +60,40 @@ log = logging.getLogger("pyriver_async.client")
 # How long the completer and the producers keep an idle connection (seconds): claims
 # and flushes of a busy queue come milliseconds apart; an idle client holds nothing.
 LEASE_LINGER = 0.05
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _periodic_schedule(jobs: PeriodicJobs) -> builtins.list[dict[str, Any]]:
+    """The leader's periodic jobs as the liveness row carries them (UI-SPEC B10.1)."""
+    from datetime import UTC
+
+    from ._periodic import CronSchedule, utc_text
+
+    now = datetime.now(UTC)
+    out = []
+    for job in jobs:
+        sched = job.schedule
+        try:
+            last = sched.latest_at_or_before(now)
+            nxt = sched.next_after(now)
+        except Exception:  # a schedule that never fires: shown without times
+            last = nxt = None
+        out.append(
+            {
+                "id": job.known_id or sched.describe(),
+                "schedule": sched.expr if isinstance(sched, CronSchedule) else sched.describe(),
+                "tz": str(sched.tz) if isinstance(sched, CronSchedule) else None,
+                "next_run_at": utc_text(nxt) if nxt is not None else None,
+                "last_run_at": utc_text(last) if last is not None else None,
+                "run_on_start": job.run_on_start,
+            }
+        )
+    return out
 
 
 def _default_client_id() -> str:
@@ -197,6 +242,7 @@ class Client:
         #: Whether the pyriver migration line (client liveness) is in the database;
         #: known after start(). Without it, stuck jobs are rescued by age only.
         self.liveness = True
+        self._run_stop: asyncio.Event | None = None
         self._init_extensions(middleware, hooks, error_handler, telemetry)
 
     # -- extending and observing (issue 19) ---------------------------------------------
@@ -384,6 +430,218 @@ class Client:
             if queue in ("*", name):
                 p.set_paused(paused)
 
+    # -- query and control -----------------------------------------------------------
+    # The query and control API (pyriver_async/_control.py, docs/query-api.md) and
+    # run(), the embedded program's SIGTERM/SIGINT handling that `pyriver worker` uses.
+
+    async def list(
+        self,
+        filter: JobFilter | None = None,
+        *,
+        order: JobOrder | str = JobOrder.ID,
+        descending: bool = True,
+        limit: int = 100,
+        cursor: str | None = None,
+        scan_budget: int = 10_000,
+        conn: InsertConnection | None = None,
+        **filters: Any,
+    ) -> JobPage:
+        """A page of jobs matching ``filter`` (a :class:`JobFilter`) and/or the same
+        fields as keywords (``states=["discarded"], kinds=["send_email"]``), ordered by
+        ``order`` (``"id"``, ``"scheduled_at"`` or ``"finalized_at"``, the id breaking
+        ties), newest first unless ``descending=False``.
+
+        Keyset pagination: pass the page's ``next_cursor`` as ``cursor`` (with the same
+        order and direction) for the next page; walking every page while jobs are
+        inserted and finished returns no job twice and skips none that matched
+        throughout. Each page reads an index range of River's schema; a filter that
+        index does not serve is checked on the rows it yields, and after
+        ``scan_budget`` entries the page stops early (``page.stopped_early``) with a
+        cursor to go on. Raises :class:`InvalidFilterError` for a bad filter, order,
+        limit (1 to 10,000) or cursor. See ``docs/query-api.md``.
+        """
+        spec = _control.build_spec(
+            _control.merge_filter(filter, filters),
+            order=order,
+            descending=descending,
+            limit=limit,
+            cursor=cursor,
+            scan_budget=scan_budget,
+        )
+        return await _control.list_jobs(await self._db(conn), spec)
+
+    async def retry(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+        """Make a job ``available`` now (River's retry): attempt kept, max_attempts raised
+        by one when used up, a wake-up sent so a worker starts it at once. Works on
+        finalized, retryable, scheduled and pending jobs; a job already available and
+        due is left as it is. Raises :class:`JobNotFoundError`, or
+        :class:`JobRefusedError` for a running job or a unique conflict."""
+        return await _control.act_one(await self._db(conn), "retry", job_id)
+
+    async def retry_many(
+        self,
+        ids_or_filter: Sequence[int] | JobFilter,
+        *,
+        conn: InsertConnection | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[JobActionResult]:
+        """:meth:`retry` for many jobs (ids, or every job a :class:`JobFilter` matches, up
+        to ``limit``), in batches; one :class:`JobActionResult` per job, never all or
+        nothing."""
+        return await _control.act(await self._db(conn), "retry", ids_or_filter, limit=limit)
+
+    async def cancel_many(
+        self,
+        ids_or_filter: Sequence[int] | JobFilter,
+        *,
+        conn: InsertConnection | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[JobActionResult]:
+        """:meth:`cancel` for many jobs; one :class:`JobActionResult` per job. A running
+        job's cancellation is requested (done); a completed or discarded one is
+        refused."""
+        results = await _control.act(await self._db(conn), "cancel", ids_or_filter, limit=limit)
+        if conn is None:
+            for r in results:
+                if r.job is not None and r.job.state is JobState.RUNNING:
+                    for p in self._producers.values():
+                        p.cancel_job(r.job_id)
+        return results
+
+    async def delete(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+        """Delete a job; returns the deleted row. Raises :class:`JobNotFoundError`, or
+        :class:`JobRefusedError` for a running job (cancel it first)."""
+        return await _control.act_one(await self._db(conn), "delete", job_id)
+
+    async def delete_many(
+        self,
+        ids_or_filter: Sequence[int] | JobFilter,
+        *,
+        conn: InsertConnection | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[JobActionResult]:
+        """:meth:`delete` for many jobs; one :class:`JobActionResult` per job (running
+        jobs refused)."""
+        return await _control.act(await self._db(conn), "delete", ids_or_filter, limit=limit)
+
+    async def list_queues(
+        self, *, count_cap: int = 10_000, conn: InsertConnection | None = None
+    ) -> builtins.list[QueueInfo]:
+        """Every queue (a ``river_queue`` row, or jobs in it) with its jobs per state:
+        exact up to ``count_cap``, the planner's estimate above (``counts_exact``)."""
+        return await _control.queue_infos(await self._db(conn), None, count_cap)
+
+    async def get_queue(
+        self, name: str, *, count_cap: int = 10_000, conn: InsertConnection | None = None
+    ) -> QueueInfo:
+        """One queue as :meth:`list_queues` gives it; :class:`QueueNotFoundError` if it
+        has neither a ``river_queue`` row nor jobs."""
+        return await _control.queue_info(await self._db(conn), name, count_cap)
+
+    async def list_clients(
+        self, *, conn: InsertConnection | None = None
+    ) -> builtins.list[ClientInfo]:
+        """The clients' liveness rows (host, pid, version, queues with max workers and
+        running jobs, heartbeat age, leader). Empty on a schema without the pyriver
+        migration line (see :meth:`liveness_available`)."""
+        return await _control.client_infos(await self._db(conn))
+
+    async def liveness_available(self, *, conn: InsertConnection | None = None) -> bool:
+        """Whether the schema has the liveness table (the pyriver migration line)."""
+        return await (await self._db(conn)).client_table_exists()
+
+    async def leader(self, *, conn: InsertConnection | None = None) -> LeaderInfo | None:
+        """Who leads maintenance now (``river_leader``), or None."""
+        return await _control.leader_info(await self._db(conn))
+
+    def _heartbeat_status(self) -> dict[str, Any]:
+        """What the liveness row says besides the heartbeat (pyriver 002)."""
+        cfg = self.config
+        status: dict[str, Any] = {
+            "version": _version(),
+            "queue_use": {
+                name: {
+                    "max_workers": qcfg.max_workers,
+                    "running": len(p.running) if (p := self._producers.get(name)) else 0,
+                }
+                for name, qcfg in self.queues.items()
+            },
+            "stopping": self._stopping is not None,
+            "metadata": {"retention": dict(cfg.retention)},
+        }
+        if self.is_leader:
+            status["metadata"]["periodic"] = _periodic_schedule(self.periodic_jobs)
+        return status
+
+    async def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Work until SIGTERM or SIGINT, then stop: what a program that embeds its
+        client calls (``asyncio.run(client.run())``), and what ``pyriver worker`` runs.
+
+        Starts the client and logs that it is ready. The first SIGTERM or SIGINT is a
+        soft stop (:meth:`stop`: claim nothing more, let running jobs finish within
+        ``soft_stop_timeout``, write every outcome); a second one during it is a hard
+        stop (:meth:`stop_and_cancel`: running jobs are cancelled and go back to
+        ``available`` with their attempt restored). Returns once stopped; raises what
+        :meth:`start` raised when the client could not start. Without
+        ``install_signal_handlers`` (or off the main thread) it waits until another
+        task calls :meth:`stop`.
+        """
+        loop = asyncio.get_running_loop()
+        stop_asked = asyncio.Event()
+        received: builtins.list[str] = []
+        hard: builtins.list[asyncio.Task[None]] = []
+
+        def on_signal(signum: int) -> None:
+            name = signal.Signals(signum).name
+            received.append(name)
+            if len(received) == 1:
+                log.info(
+                    "client %s: %s received, stopping softly (running jobs finish, up to "
+                    "%ss); send it again to stop at once",
+                    self.id,
+                    name,
+                    cfg.soft_stop_timeout,
+                )
+                stop_asked.set()
+            elif not hard:
+                log.warning(
+                    "client %s: %s received again, stopping at once: running jobs are "
+                    "cancelled and go back to available",
+                    self.id,
+                    name,
+                )
+                hard.append(asyncio.ensure_future(self.stop_and_cancel()))
+
+        cfg = self.config
+        installed: builtins.list[signal.Signals] = []
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(sig, on_signal, sig)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass  # not the main thread, or no signals on this platform
+        try:
+            await self.start()
+            queues = ", ".join(f"{n} ({q.max_workers} workers)" for n, q in self.queues.items())
+            log.info(
+                "client %s ready: schema %r, queues %s", self.id, self.schema, queues or "none"
+            )
+            self._run_stop = stop_asked
+            await stop_asked.wait()
+            if hard:
+                await hard[0]
+            else:
+                await self.stop()
+            for t in hard:
+                await t
+        finally:
+            self._run_stop = None
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self._driver.close()
+        log.info("client %s stopped", self.id)
+
     # -- events --------------------------------------------------------------------------
 
     def subscribe(self, *, maxsize: int = 10_000) -> Subscription:
@@ -395,7 +653,7 @@ class Client:
         self._subscriptions.append(sub)
         return sub
 
-    def _on_flushed(self, outcomes: list[Outcome]) -> None:
+    def _on_flushed(self, outcomes: builtins.list[Outcome]) -> None:
         # The outcomes the completer wrote: hooks, events and waiters (see _lifecycle).
         self._lifecycle.on_flushed(outcomes)
 
@@ -523,6 +781,7 @@ class Client:
                 liveness=self.liveness,
                 pool_size=self._driver.pool_size(),
                 heartbeat_executor=self._driver.executor(timeout=max(cfg.heartbeat_interval, 5.0)),
+                status=self._heartbeat_status,
                 busy=self._has_backlog,
             )
             await self._maintenance.start()
@@ -541,6 +800,8 @@ class Client:
         await self._shutdown(hard=True)
 
     async def _shutdown(self, *, hard: bool) -> None:
+        if self._run_stop is not None:
+            self._run_stop.set()  # run() returns once this stop is done
         if not self._started:
             return
         if self._stopping is None:
@@ -704,7 +965,7 @@ class Client:
                 "lacks it); run `pyriver migrate up`"
             )
 
-    async def flow_status(self, queue: str | None = None) -> list[LimitStatus]:
+    async def flow_status(self, queue: str | None = None) -> builtins.list[LimitStatus]:
         """Every flow limit of the queues this client works (or of ``queue``): what it
         uses now across the cluster and what waits on it (see :class:`LimitStatus`).
         A queue without limits has none. Read-only: one query per queue."""
@@ -712,7 +973,7 @@ class Client:
             raise ConfigError(f"queue {queue!r} is not one this client works")
         names = [queue] if queue is not None else list(self.queues)
         db = await self._db()
-        out: list[LimitStatus] = []
+        out: builtins.list[LimitStatus] = []
         for name in names:
             producer = self._producers.get(name)
             claimer = (

@@ -9,6 +9,9 @@
     ├── KindConflictError              two classes claim one kind / malformed kind
     ├── UnknownKindError
     ├── JobNotFoundError
+    ├── JobRefusedError                a control action refused for this job (running...)
+    ├── QueueNotFoundError
+    ├── InvalidFilterError             a bad filter, order, limit or cursor of the query API
     ├── ClientClosedError
     ├── JobTimeoutError                a job ran past its timeout (given to error handlers)
     ├── WaitTimeoutError               client.wait() gave up before the job finished
@@ -36,16 +39,19 @@ __all__ = [
     "ConnectionLostError",
     "DatabaseError",
     "InvalidArgsError",
+    "InvalidFilterError",
     "InvalidOptsError",
     "InvalidOutputError",
     "JobCancel",
     "JobNotFoundError",
+    "JobRefusedError",
     "JobSnooze",
     "JobTimeoutError",
     "KindConflictError",
     "MigrationError",
     "OutputTooLargeError",
     "PyRiverError",
+    "QueueNotFoundError",
     "SchemaNotMigratedError",
     "SchemaVersionError",
     "TransientDatabaseError",
@@ -114,6 +120,25 @@ class UnknownKindError(PyRiverError, LookupError):
 
 class JobNotFoundError(PyRiverError, LookupError):
     """No job has the given id."""
+
+
+class JobRefusedError(PyRiverError):
+    """A control action (retry, delete) was refused for a job: ``reason`` says why
+    (``"running"``, ``"unique conflict with job 42"``); ``job`` is the job as it is."""
+
+    def __init__(self, message: str, *, reason: str = "", job: Any = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.job = job
+
+
+class QueueNotFoundError(PyRiverError, LookupError):
+    """No queue of that name: no ``river_queue`` row and no job in it."""
+
+
+class InvalidFilterError(PyRiverError, ValueError):
+    """A filter, order, limit or cursor given to the query API is invalid (an unknown
+    state, a naive datetime, a malformed cursor...). Nothing was read or changed."""
 
 
 class ClientClosedError(PyRiverError, RuntimeError):

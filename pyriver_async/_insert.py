@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -138,6 +138,9 @@ async def insert_params(
 def _dedupe(params: list[InsertParams]) -> tuple[list[InsertParams], list[int]]:
     """Rows sharing a unique key collapse onto the first (one statement may not hit a row twice).
 
+    A later duplicate with an ``on_conflict`` action folds it into the first, as if
+    the two were inserted one after the other: an earlier ``scheduled_at`` or a higher
+    priority is taken, and its action applies to an existing job too.
     Returns the rows to send and, for every input row, the index of its sent row.
     """
     seen: dict[bytes, int] = {}
@@ -148,11 +151,26 @@ def _dedupe(params: list[InsertParams]) -> tuple[list[InsertParams], list[int]]:
             i = seen.get(p.unique_key)
             if i is not None:
                 index.append(i)
+                if p.unique_on_conflict:
+                    send[i] = _fold(send[i], p)
                 continue
             seen[p.unique_key] = len(send)
         index.append(len(send))
         send.append(p)
     return send, index
+
+
+def _fold(first: InsertParams, later: InsertParams) -> InsertParams:
+    changes: dict[str, Any] = {
+        "unique_on_conflict": first.unique_on_conflict | later.unique_on_conflict
+    }
+    if later.unique_on_conflict & 1:
+        now = datetime.now(UTC)
+        if (later.scheduled_at or now) < (first.scheduled_at or now):
+            changes["scheduled_at"] = later.scheduled_at
+    if later.unique_on_conflict & 2 and later.priority < first.priority:
+        changes["priority"] = later.priority
+    return msgspec.structs.replace(first, **changes)
 
 
 async def insert_many(
@@ -269,18 +287,31 @@ async def _route(
             merged[i] = r
         results = [r for r in merged if r is not None]
     out = []
-    for i, p in enumerate(params):
+    sent: set[int] = set()
+    for i in range(len(params)):
         r = results[index[i]]
-        if send[index[i]] is not p:
+        if index[i] in sent:
             # A later item with the unique key of an earlier one in the same batch.
             r = InsertResult(job=r.job, unique_skipped_as_duplicate=True)
+        sent.add(index[i])
         out.append(r)
     return out
 
 
 async def _insert_unnest(ex: InsertExecutor, send: list[InsertParams]) -> list[InsertResult]:
-    rows = await ex.job_insert_many(send)
-    return [_result(r, p) for r, p in zip(rows, send, strict=True)]
+    masks = {p.unique_on_conflict for p in send}
+    if len(masks) <= 1:
+        rows = await ex.job_insert_many(send)
+        return [_result(r, p) for r, p in zip(rows, send, strict=True)]
+    # Rows of different UniqueOpts.on_conflict: one statement each, one transaction.
+    out: list[InsertResult | None] = [None] * len(send)
+    async with ex.transaction():
+        for mask in sorted(masks):
+            picked = [i for i, p in enumerate(send) if p.unique_on_conflict == mask]
+            rows = await ex.job_insert_many([send[i] for i in picked])
+            for i, r in zip(picked, rows, strict=True):
+                out[i] = _result(r, send[i])
+    return [r for r in out if r is not None]
 
 
 async def _insert_copy(

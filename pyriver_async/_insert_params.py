@@ -346,6 +346,7 @@ def build_insert_params(
     metadata = "{}"
     ukey: bytes | None = None
     ustates: int | None = None
+    on_conflict = 0
     if o is not None:
         if o.queue is not None:
             queue = o.queue
@@ -376,11 +377,16 @@ def build_insert_params(
                 now = datetime.now(UTC)
             ukey = unique_key(kind, queue, encoded, o.unique, now)
             ustates = o.unique.states_mask
+            on_conflict = o.unique.conflict_mask
     if cls.sequence_opts is not JobArgs.sequence_opts:
         # Flow control: the job's sequence, fixed at insert (see _flow.SequenceOpts).
         in_sequence = sequence_metadata(args)
         if in_sequence is not None:
-            merged = dict(o.metadata) if o is not None and o.metadata is not None else {}
+            merged: dict[str, Any] = {}
+            if o is not None:
+                merged.update(o.metadata or {})
+                if o.ephemeral:
+                    merged[EPHEMERAL_KEY] = True
             merged.update(in_sequence)
             metadata = _encode_metadata(merged, kind)
     if queue not in _valid_queues:
@@ -399,6 +405,7 @@ def build_insert_params(
         tags=tags,
         unique_key=ukey,
         unique_states=ustates,
+        unique_on_conflict=on_conflict,
     )
 
 

@@ -163,6 +163,24 @@ class Queries:
     client_heartbeat: Query
     client_mark_dead: Query
     client_prune: Query
+    # control.sql (the query and control API: _control.py, listing.py)
+    job_list_ids_pkey: Query
+    job_list_ids_fetch: Query
+    job_list_ids_finalized: Query
+    job_list_ids_contains: Query
+    job_list_rows: Query
+    job_queues_in_states: Query
+    job_retry_many: Query
+    job_unique_holder: Query
+    job_cancel_many: Query
+    job_delete_many: Query
+    queue_list_rows: Query
+    queue_counts: Query
+    queue_count_estimate: Query
+    client_table_exists: Query
+    client_list: Query
+    leader_info: Query
+    schema_drop: Query
     # pg.sql
     pg_job_table_stats: Query
     pg_vacuum_jobs: Query
@@ -192,6 +210,37 @@ class Queries:
     flow_usage: Query
     flow_unclaimed_kinds: Query
     flow_prune: Query
+
+    # insights.sql (the read-only insights of _insights.py and the web UI)
+    insights_state_counts: Query
+    insights_final_window: Query
+    insights_estimate: Query
+    insights_max_id: Query
+    insights_throughput: Query
+    insights_breakdown: Query
+    insights_queue_states: Query
+    insights_queues: Query
+    insights_queue_counts: Query
+    insights_queue_lag: Query
+    insights_scheduler_lag: Query
+    insights_cleaner_lag: Query
+    insights_kinds: Query
+    insights_kind_sample: Query
+    insights_claim_order: Query
+    insights_job_documents: Query
+    insights_job_document_full: Query
+    insights_unique_conflict: Query
+    insights_discarded_errors: Query
+    insights_retryable_errors: Query
+    insights_periodic_runs: Query
+    insights_running: Query
+    insights_liveness_table: Query
+    insights_clients: Query
+    insights_leader: Query
+    insights_table_health: Query
+    insights_old_xmin: Query
+    insights_server: Query
+    insights_ping: Query
 
     @staticmethod
     @cache

@@ -13,13 +13,17 @@ from .columns import UNIQUE_KEY
 
 __all__ = [
     "COPY_COLUMNS",
+    "ActionRow",
+    "ClientRow",
     "FlowClaimed",
     "FlowRules",
     "InsertParams",
     "InsertedRow",
     "KeyedCandidates",
+    "LeaderInfoRow",
     "LeaderRow",
     "NextIds",
+    "QueueRow",
     "RecordedMigration",
     "RescueCounts",
     "ScheduleCounts",
@@ -49,6 +53,8 @@ class InsertParams(msgspec.Struct, gc=False):
     tags: Sequence[str]
     unique_key: bytes | None
     unique_states: int | None
+    #: UniqueOpts.conflict_mask: what a duplicate does to a waiting job (0: nothing).
+    unique_on_conflict: int = 0
 
 
 # -- the insert statements' parameters, by name, for every driver (issue 17) ----------
@@ -69,11 +75,15 @@ def insert_values(p: InsertParams) -> dict[str, Any]:
         "tags": p.tags,
         "unique_key": p.unique_key,
         "unique_states": p.unique_states,
+        "on_conflict": p.unique_on_conflict,
     }
 
 
 def insert_many_values(ps: Sequence[InsertParams], *, sequence: str) -> dict[str, Any]:
-    """The named parameters of ``job_insert_many``: one array per column."""
+    """The named parameters of ``job_insert_many``: one array per column, and the
+    UniqueOpts.on_conflict the rows share (the caller, ``_insert``, sends rows of one
+    setting per statement)."""
+    assert len({p.unique_on_conflict for p in ps}) <= 1, "one on_conflict per statement"
     return {
         "args": [p.encoded_args for p in ps],
         "kind": [p.kind for p in ps],
@@ -87,6 +97,7 @@ def insert_many_values(ps: Sequence[InsertParams], *, sequence: str) -> dict[str
         "unique_key": [p.unique_key for p in ps],
         "unique_states": [p.unique_states for p in ps],
         "sequence": sequence,
+        "on_conflict": ps[0].unique_on_conflict if ps else 0,
     }
 
 
@@ -187,6 +198,54 @@ def match_inserted(
             ins_row = by_key[p.unique_key]
         out.append(ins_row)
     return out
+
+
+# -- the query and control API (control.sql) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRow:
+    """One job of a bulk action: its row as it now is (the deleted row for a delete),
+    what was decided (``retry``/``cancel``/``delete`` when done, else why not:
+    ``running``, ``already_available``, ``unique_conflict``, or the finalized state a
+    cancel found) and, for a unique conflict, the job holding the key."""
+
+    row: Sequence[Any]
+    decision: str
+    conflict_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    name: str
+    created_at: datetime
+    metadata: str
+    paused_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    id: str
+    hostname: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    marked_dead: bool
+    now: datetime
+    queues: list[str]
+    queue_use: str
+    stopping: bool
+    dead_after: float | None
+    metadata: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderInfoRow:
+    leader_id: str
+    elected_at: datetime
+    expires_at: datetime
 
 
 # -- flow control (flow.sql) ----------------------------------------------------------

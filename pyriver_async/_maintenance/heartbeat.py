@@ -3,6 +3,11 @@
 The rescuer reads these rows to tell a slow job of a live client (leave it alone)
 from a job whose client has died (take it back soon). A client that stops marks its
 row dead, so whatever it had to abandon is rescued on the rescuer's next pass.
+
+Each beat also writes what ``client.list_clients()`` and the web UI show (pyriver
+002): the version, each queue's max_workers and running count, whether the client is
+stopping, its dead_client_after, and metadata (retention settings; on the leader, its
+periodic schedule), as the client's ``status()`` callable reports them.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .._driver import Executor
 from .service import Service
@@ -32,6 +38,7 @@ class Heartbeat(Service):
         interval: float = 5.0,
         dead_after: float | None = None,
         liveness: bool = True,
+        status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         # Retries after a failed beat never wait longer than a beat: a client that
         # stays silent too long is judged dead by the rescuer.
@@ -45,13 +52,28 @@ class Heartbeat(Service):
         self.queues = sorted(set(queues))
         self._hostname = socket.gethostname()[:255]
         self._pid = os.getpid()
+        self._status = status
 
     async def run_once(self) -> None:
         if not self.liveness:
             return
+        status: Mapping[str, Any] = {}
+        if self._status is not None:
+            try:
+                status = self._status()
+            except Exception:
+                self.log.exception("client %s: reading its status failed", self.client_id)
         try:
             await self._executor.client_heartbeat(
-                id=self.client_id, hostname=self._hostname, pid=self._pid, queues=self.queues
+                id=self.client_id,
+                hostname=self._hostname,
+                pid=self._pid,
+                queues=self.queues,
+                version=str(status.get("version", "")),
+                queue_use=status.get("queue_use"),
+                stopping=bool(status.get("stopping", False)),
+                dead_after=self.dead_after,
+                metadata=status.get("metadata"),
             )
         except Exception:
             silent = time.monotonic() - self._last_beat

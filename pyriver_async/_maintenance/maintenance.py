@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .._config import ClientConfig
@@ -54,6 +54,7 @@ class Maintenance:
         liveness: bool = True,
         pool_size: int = 10,
         heartbeat_executor: Executor | None = None,
+        status: Callable[[], Mapping[str, Any]] | None = None,
         busy: Callable[[], bool] | None = None,
         scheduler_interval: float = 1.0,
         rescuer_interval: float | None = None,
@@ -85,6 +86,7 @@ class Maintenance:
             interval=heartbeat_interval,
             dead_after=dead_client_after,
             liveness=liveness,
+            status=status,
         )
         self.queue_keeper = QueueKeeper(executor, queues, interval=heartbeat_interval)
         self.elector = LeaderElector(

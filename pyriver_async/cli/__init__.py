@@ -1,9 +1,11 @@
 """The ``pyriver`` command.
 
-Each subcommand lives in a sibling module (``_migrate_cmd`` for ``pyriver migrate``)
-that exposes ``register(subparsers)``: it adds its parser and sets ``handler`` to a
-function taking the parsed arguments and returning the exit code. Adding ``worker``,
-``ui`` or ``bench`` means adding a module and a line to ``_COMMANDS``.
+Each subcommand lives in a sibling module (``_migrate_cmd`` for ``pyriver migrate``,
+``worker``, ``jobs``, ``queues``, ``clients``, ``bench``) that exposes
+``register(subparsers)``: it adds its parser and sets ``handler`` to a function taking
+the parsed arguments and returning the exit code. Adding ``ui`` means adding a module
+and a line to ``_COMMANDS``. Every command takes ``--database-url`` (default
+``DATABASE_URL``) and ``--schema``, and reports a failure as one line on stderr.
 
 Exit codes: 0 success, 1 failure (or ``validate`` found the schema behind),
 2 usage error.
@@ -18,9 +20,9 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from pyriver_async.cli import _migrate_cmd
+from pyriver_async.cli import _migrate_cmd, bench, clients, jobs, queues, ui, worker
 
-_COMMANDS: tuple[ModuleType, ...] = (_migrate_cmd,)
+_COMMANDS: tuple[ModuleType, ...] = (_migrate_cmd, worker, jobs, queues, clients, bench, ui)
 
 Handler = Callable[[argparse.Namespace], int]
 

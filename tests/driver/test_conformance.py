@@ -146,6 +146,28 @@ async def test_concurrent_unique_inserts_give_one_row(
     assert await count(admin) == 1
 
 
+async def test_unique_on_conflict_moves_a_waiting_duplicate(
+    inserter: Inserter, admin: asyncpg.Connection
+) -> None:
+    """UniqueOpts(on_conflict=...) through every library's connection, one and many."""
+    from datetime import UTC, datetime, timedelta
+
+    later = datetime.now(UTC) + timedelta(hours=1)
+    both = ("raise_priority", "reschedule_earlier")
+    first = InsertOpts(unique=UniqueOpts(by_args=True), scheduled_at=later, priority=4)
+    upsert = InsertOpts(unique=UniqueOpts(by_args=True, on_conflict=both), priority=2)
+    async with inserter.transaction() as tx:
+        created = await tx.insert(Item(n=1), first)
+        moved = await tx.insert(Item(n=1), upsert)
+        await tx.insert_many([(Item(n=2), first), (Item(n=3), first)])
+        many = await tx.insert_many([(Item(n=2), upsert), (Item(n=3), upsert)])
+    assert moved.unique_skipped_as_duplicate and moved.job.id == created.job.id
+    assert moved.job.state is JobState.AVAILABLE and moved.job.priority == 2
+    assert [(r.job.state, r.job.priority) for r in many] == [(JobState.AVAILABLE, 2)] * 2
+    rows = await admin.fetch("SELECT state::text AS s, priority FROM river_job ORDER BY id")
+    assert [(r["s"], r["priority"]) for r in rows] == [("available", 2)] * 3
+
+
 async def test_insert_many_of_10000_all_present_results_in_order(
     inserter: Inserter, admin: asyncpg.Connection
 ) -> None:

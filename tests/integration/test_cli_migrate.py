@@ -27,7 +27,8 @@ APPLIED_ALL = [
     "applied main 007 notification_outbox_and_cleanup",
     "applied main 008 job_id_autoincrement",
     "applied pyriver 001 client_liveness",
-    "applied pyriver 002 flow_control",
+    "applied pyriver 002 client_status",
+    "applied pyriver 003 flow_control",
 ]
 
 
@@ -116,7 +117,8 @@ async def test_validate_exits_non_zero_for_a_river_migrated_database(
     assert lines(up) == [
         "applied main 008 job_id_autoincrement",
         "applied pyriver 001 client_liveness",
-        "applied pyriver 002 flow_control",
+        "applied pyriver 002 client_status",
+        "applied pyriver 003 flow_control",
     ]
     valid = await pyriver("migrate", "validate", "--database-url", url)
     assert valid.returncode == 0, valid.stdout

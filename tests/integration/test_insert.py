@@ -19,9 +19,13 @@ from pyriver_async import (
     Client,
     InsertOpts,
     InvalidArgsError,
+    Job,
     JobArgs,
+    JobContext,
     JobState,
+    QueueConfig,
     SchemaNotMigratedError,
+    Workers,
 )
 from pyriver_async._insert import InsertResult
 from pyriver_async._insert_params import MAX_JSON_DEPTH
@@ -41,6 +45,10 @@ class Blob(JobArgs, kind="it_insert_blob"):
 
 class Simple(JobArgs, kind="it_insert_simple"):
     n: int = 0
+
+
+async def _noop(ctx: JobContext, job: Job[Simple]) -> None:
+    return None
 
 
 class Defaults(JobArgs, kind="it_insert_defaults"):
@@ -317,7 +325,7 @@ async def test_a_json_codec_the_application_registered_changes_nothing(db: str) 
     assert pool is not None
     try:
         client = Client(pool)
-        res = await client.insert(Simple(n=7), InsertOpts(metadata={"tenant": "a"}))
+        res = await client.insert(Simple(n=700), InsertOpts(metadata={"tenant": "a"}))
         tags = ['quote"d', "back\\slash", "plain"]
         many = await client.insert_many(  # COPY, in text format on this pool
             [(Simple(n=i), InsertOpts(tags=tags, metadata={"line": "a\nb\\c"})) for i in range(60)]
@@ -327,12 +335,21 @@ async def test_a_json_codec_the_application_registered_changes_nothing(db: str) 
             res.job.id,
         )
         assert stored is not None
-        assert json.loads(stored["a"]) == {"n": 7}  # an object, not a JSON string
+        assert json.loads(stored["a"]) == {"n": 700}  # an object, not a JSON string
         assert json.loads(stored["m"]) == {"tenant": "a"}
         job = await client.get(res.job.id)
-        assert job.args == Simple(n=7) and job.metadata == {"tenant": "a"}
+        assert job.args == Simple(n=700) and job.metadata == {"tenant": "a"}
         last = await client.get(many[-1].job.id)
         assert last.args == Simple(n=59)
         assert last.tags == tags and last.metadata == {"line": "a\nb\\c"}
+        page = await client.list(args_contains={"n": 700}, kinds=["it_insert_simple"])
+        assert [j.id for j in page.jobs] == [res.job.id]
+        # The engine on that pool: its liveness row (JSON in and out) reads back.
+        workers = Workers()
+        workers.register(Simple, _noop)
+        worker = Client(pool, workers=workers, queues={"default": QueueConfig(max_workers=1)})
+        async with worker:
+            [info] = await worker.list_clients()
+            assert info.queues["default"].max_workers == 1
     finally:
         await pool.close()

@@ -12,7 +12,8 @@ import textwrap
 SCRIPT = textwrap.dedent(
     """
     import asyncio
-    from pyriver_async import Client, JobArgs, _localdb, migrate
+    from pyriver_async import Client, JobArgs, migrate
+    from pyriver_async.testing import db as _localdb
 
     _localdb.LOCAL_URL = "postgresql://postgres@127.0.0.1:1/postgres"  # nothing listens
 

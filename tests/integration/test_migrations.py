@@ -48,7 +48,8 @@ ALL_STEPS = [
     ("main", 7, "notification_outbox_and_cleanup"),
     ("main", 8, "job_id_autoincrement"),
     ("pyriver", 1, "client_liveness"),
-    ("pyriver", 2, "flow_control"),
+    ("pyriver", 2, "client_status"),
+    ("pyriver", 3, "flow_control"),
 ]
 
 
@@ -212,7 +213,7 @@ async def migrate_like_river(url: str) -> None:
 
 
 def test_known_versions_name_the_latest_of_each_line() -> None:
-    assert known_versions() == {"main": 8, "pyriver": 2}
+    assert known_versions() == {"main": 8, "pyriver": 3}
     steps = [(m.line, m.version, m.name) for ms in load_migrations().values() for m in ms]
     assert steps == ALL_STEPS
 
@@ -367,7 +368,7 @@ async def test_river_migrated_database_is_accepted_as_it_is(
     assert before.ok, before.message  # RIVER-INTEROP: validate accepts River's database
     # River 0.43 stops at main 7: 8 (a no-op on PostgreSQL) and our optional line are
     # listed, and neither makes the database unusable.
-    assert before.missing == [("main", 8), ("pyriver", 1), ("pyriver", 2)]
+    assert before.missing == [("main", 8), ("pyriver", 1), ("pyriver", 2), ("pyriver", 3)]
     assert before.unknown == []
     assert "main line usable as it is" in before.message
     assert "pyriver line not applied (optional" in before.message
@@ -379,7 +380,8 @@ async def test_river_migrated_database_is_accepted_as_it_is(
     assert result.applied == [
         ("main", 8, "job_id_autoincrement"),
         ("pyriver", 1, "client_liveness"),
-        ("pyriver", 2, "flow_control"),
+        ("pyriver", 2, "client_status"),
+        ("pyriver", 3, "flow_control"),
     ]
     after = await validate(url)
     assert after.ok, after.message
@@ -399,6 +401,7 @@ async def test_validate_reports_a_database_behind(fresh_database: FreshDatabase)
         ("main", 8),
         ("pyriver", 1),
         ("pyriver", 2),
+        ("pyriver", 3),
     ]
     assert "main line needs versions 6, 7, 8" in result.message
     statuses = await migration_status(url)
@@ -632,7 +635,7 @@ def packaged_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 def test_sql_is_read_from_package_data_when_installed(packaged_migrations: Path) -> None:
     assert _migrate.files._migrations_root() == packaged_migrations / "_migrations"
-    assert known_versions() == {"main": 8, "pyriver": 2}
+    assert known_versions() == {"main": 8, "pyriver": 3}
 
 
 def test_a_missing_down_file_is_reported(packaged_migrations: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .control import ControlQueries
 from .flow import FlowQueries
+from .insights import InsightQueries
 from .jobs import JobQueries
 from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
 from .migrations import MigrationQueries
@@ -19,6 +21,8 @@ class AsyncpgExecutor(
     PgQueries,
     MigrationQueries,
     TelemetryQueries,
+    ControlQueries,
+    InsightQueries,
     FlowQueries,
 ):
     """Bound to one asyncpg connection (``conn=``) or borrowing from a pool (``pool=``).

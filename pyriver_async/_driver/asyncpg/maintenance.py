@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
+
+import msgspec
 
 from ..records import LeaderRow, TableStats
 from ._base import Base, rowcount
 
 __all__ = ["ClientQueries", "LeaderQueries", "PgQueries", "QueueQueries"]
+
+_JSON = msgspec.json.Encoder(order="deterministic").encode
 
 
 class QueueQueries(Base):
@@ -70,10 +75,33 @@ class ClientQueries(Base):
     __slots__ = ()
 
     async def client_heartbeat(
-        self, *, id: str, hostname: str, pid: int, queues: Sequence[str]
+        self,
+        *,
+        id: str,
+        hostname: str,
+        pid: int,
+        queues: Sequence[str],
+        version: str = "",
+        queue_use: Mapping[str, Mapping[str, int]] | None = None,
+        stopping: bool = False,
+        dead_after: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         q = self._queries.client_heartbeat
-        await self._execute(q, q.bind(id=id, hostname=hostname, pid=pid, queues=list(queues)))
+        await self._execute(
+            q,
+            q.bind(
+                id=id,
+                hostname=hostname,
+                pid=pid,
+                queues=list(queues),
+                version=version,
+                queue_use=_JSON(queue_use or {}).decode(),
+                stopping=stopping,
+                dead_after=dead_after,
+                metadata=_JSON(metadata or {}).decode(),
+            ),
+        )
 
     async def client_mark_dead(self, *, id: str) -> None:
         q = self._queries.client_mark_dead

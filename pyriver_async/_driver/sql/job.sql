@@ -12,7 +12,7 @@
 -- producers. Postgres folds identical notifications of one transaction into one,
 -- so a transaction inserting many jobs sends one wake-up per queue.
 WITH inserted AS (
-    INSERT INTO {schema}.river_job (
+    INSERT INTO {schema}.river_job AS existing (
         args, kind, max_attempts, metadata, priority, queue, scheduled_at, state,
         tags, unique_key, unique_states
     )
@@ -24,17 +24,37 @@ WITH inserted AS (
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND unique_states IS NOT NULL
             AND {schema}.river_job_state_in_bitmask(unique_states, state)
-        DO UPDATE SET kind = EXCLUDED.kind
+        DO UPDATE SET kind = EXCLUDED.kind,
+            -- UniqueOpts.on_conflict (@on_conflict bits: 1 reschedule_earlier, 2
+            -- raise_priority) moves a duplicate that is still waiting.
+            scheduled_at = CASE
+                WHEN (@on_conflict::int & 1) = 1
+                    AND existing.state IN ('available', 'scheduled', 'retryable')
+                    AND EXCLUDED.scheduled_at < existing.scheduled_at
+                THEN EXCLUDED.scheduled_at ELSE existing.scheduled_at END,
+            state = CASE
+                WHEN (@on_conflict::int & 1) = 1
+                    AND existing.state IN ('scheduled', 'retryable')
+                    AND EXCLUDED.scheduled_at < existing.scheduled_at
+                    AND EXCLUDED.scheduled_at <= now()
+                THEN 'available'::{schema}.river_job_state ELSE existing.state END,
+            priority = CASE
+                WHEN (@on_conflict::int & 2) = 2
+                    AND existing.state IN ('available', 'scheduled', 'retryable')
+                    AND EXCLUDED.priority < existing.priority
+                THEN EXCLUDED.priority ELSE existing.priority END
     RETURNING {job_columns}, (xmax <> 0) AS skipped
 )
 SELECT inserted.*,
-    CASE WHEN inserted.state = 'available' AND NOT inserted.skipped
+    CASE WHEN inserted.state = 'available' AND (NOT inserted.skipped OR @on_conflict::int <> 0)
         THEN pg_notify({insert_channel}, json_build_object('queue', inserted.queue)::text)
     END IS NULL AS _n
 FROM inserted;
 
 -- name: job_insert_many
--- Many rows in one statement from parallel arrays; one wake-up per queue.
+-- Many rows in one statement from parallel arrays; one wake-up per queue. The rows
+-- of one statement share their UniqueOpts.on_conflict (@on_conflict): the caller
+-- sends rows with other settings in a statement of their own.
 -- Ids are drawn up front, in input order, so that each new row is matched back to
 -- its input by `ord`; a unique duplicate comes back as the existing row (skipped,
 -- no `ord`) and is matched by its unique key.
@@ -50,7 +70,7 @@ WITH input AS MATERIALIZED (
             unique_states, ord)
 ),
 inserted AS (
-    INSERT INTO {schema}.river_job (
+    INSERT INTO {schema}.river_job AS existing (
         id, args, kind, max_attempts, metadata, priority, queue, scheduled_at, state,
         tags, unique_key, unique_states
     )
@@ -66,12 +86,31 @@ inserted AS (
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND unique_states IS NOT NULL
             AND {schema}.river_job_state_in_bitmask(unique_states, state)
-        DO UPDATE SET kind = EXCLUDED.kind
+        DO UPDATE SET kind = EXCLUDED.kind,
+            -- UniqueOpts.on_conflict (@on_conflict bits: 1 reschedule_earlier, 2
+            -- raise_priority) moves a duplicate that is still waiting.
+            scheduled_at = CASE
+                WHEN (@on_conflict::int & 1) = 1
+                    AND existing.state IN ('available', 'scheduled', 'retryable')
+                    AND EXCLUDED.scheduled_at < existing.scheduled_at
+                THEN EXCLUDED.scheduled_at ELSE existing.scheduled_at END,
+            state = CASE
+                WHEN (@on_conflict::int & 1) = 1
+                    AND existing.state IN ('scheduled', 'retryable')
+                    AND EXCLUDED.scheduled_at < existing.scheduled_at
+                    AND EXCLUDED.scheduled_at <= now()
+                THEN 'available'::{schema}.river_job_state ELSE existing.state END,
+            priority = CASE
+                WHEN (@on_conflict::int & 2) = 2
+                    AND existing.state IN ('available', 'scheduled', 'retryable')
+                    AND EXCLUDED.priority < existing.priority
+                THEN EXCLUDED.priority ELSE existing.priority END
     RETURNING {job_columns}, (xmax <> 0) AS skipped
 ),
 notified AS (
     SELECT count(pg_notify({insert_channel}, json_build_object('queue', q.queue)::text)) AS n
-    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'available' AND NOT skipped) AS q
+    FROM (SELECT DISTINCT queue FROM inserted
+        WHERE state = 'available' AND (NOT skipped OR @on_conflict::int <> 0)) AS q
 )
 SELECT i.*, input.ord
 FROM inserted AS i

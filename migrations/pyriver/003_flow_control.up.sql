@@ -1,4 +1,4 @@
--- pyriver 002: the state of flow control (docs/flow-control.md).
+-- pyriver 003: the state of flow control (docs/flow-control.md).
 --
 -- Concurrency limits need no state of their own: a claim counts the `running` rows of
 -- river_job, one claim of a queue at a time. What is stored:

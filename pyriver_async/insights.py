@@ -1,0 +1,51 @@
+"""Read-only insights into a job table, for dashboards: :class:`Insights` and the
+types its methods return. ``Insights(client)``; every query is bounded and served by
+an index (see docs/ui.md, "Insights")."""
+
+from ._insights import (
+    ACTIVE_STATES,
+    DURATION_BOUNDS_MS,
+    FINAL_STATES,
+    Breakdown,
+    BreakdownRow,
+    ErrorGroup,
+    HealthReport,
+    Insights,
+    JobDocuments,
+    KindSample,
+    LeaderStatus,
+    LivenessRow,
+    OldTransaction,
+    QueueStats,
+    RunningJob,
+    ServerInfo,
+    StateCounts,
+    TableHealth,
+    ThroughputBin,
+    fingerprint,
+    percentile,
+)
+
+__all__ = [
+    "ACTIVE_STATES",
+    "DURATION_BOUNDS_MS",
+    "FINAL_STATES",
+    "Breakdown",
+    "BreakdownRow",
+    "ErrorGroup",
+    "HealthReport",
+    "Insights",
+    "JobDocuments",
+    "KindSample",
+    "LeaderStatus",
+    "LivenessRow",
+    "OldTransaction",
+    "QueueStats",
+    "RunningJob",
+    "ServerInfo",
+    "StateCounts",
+    "TableHealth",
+    "ThroughputBin",
+    "fingerprint",
+    "percentile",
+]
