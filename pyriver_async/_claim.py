@@ -85,6 +85,8 @@ class Claimer(Protocol):
     locked: bool
     #: The kinds claimed (None: every kind).
     kinds: list[str] | None
+    #: Whether claim() needs this client's running jobs per kind (local limits).
+    counts_kinds: bool
 
     async def claim(
         self,
@@ -105,6 +107,7 @@ class PlainClaimer:
     """The claim of a queue without limits: one statement, no lock."""
 
     locked = False
+    counts_kinds = False
 
     def __init__(self, queue: str, kinds: list[str] | None) -> None:
         self.queue = queue
@@ -336,6 +339,7 @@ class FlowClaimer:
         if any(r.function is not None for r in self.rules):
             self._functions = _FunctionKeys(self.rules, workers or Workers(), kinds)
         self._local = [i for i, r in enumerate(self.rules) if r.local]
+        self.counts_kinds = bool(self._local)
         self.base_rules = FlowRules(
             kind=[r.kind for r in self.rules],
             src=[r.src for r in self.rules],

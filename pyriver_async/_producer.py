@@ -345,7 +345,7 @@ class Producer:
                 limit=limit,
                 client_id=self._client_id,
                 done=self._completer.unwritten_ids(),
-                running_kinds=self.running_kinds(),
+                running_kinds=self.running_kinds() if claimer.counts_kinds else {},
             )
 
     def running_kinds(self) -> collections.Counter[str]:
