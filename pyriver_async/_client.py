@@ -691,9 +691,21 @@ class Client:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start working the configured queues (and maintenance). Idempotent."""
+        """Start working the configured queues (and maintenance). Idempotent.
+
+        A start that fails (the database away, an unmigrated schema) undoes what it
+        built and raises: the client is stopped, and ``start()`` may be tried again.
+        """
         if self._started:
             return
+        try:
+            await self._start()
+        except BaseException:
+            if self._started:
+                await self._do_shutdown(True)
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         await self._driver.open()
         if self.queues and self._driver.pool_size() < 2:
@@ -766,9 +778,6 @@ class Client:
             self._driver.listener(), channels, self._on_notification, self._on_notifier_connected
         )
         self._notifier.start()
-        for p in self._producers.values():
-            p.start()
-            p.notify()  # claim what is already waiting
         if cfg.maintenance:
             from ._maintenance import Maintenance
 
@@ -784,7 +793,13 @@ class Client:
                 status=self._heartbeat_status,
                 busy=self._has_backlog,
             )
+            # A first beat before the first claim: a client started again (its row
+            # marked dead by the last stop) must not have fresh claims rescued.
+            await self._maintenance.beat_now()
             await self._maintenance.start()
+        for p in self._producers.values():
+            p.start()
+            p.notify()  # claim what is already waiting
         self._monitor = asyncio.create_task(self._watch_loop(), name="pyriver-loop-monitor")
 
     async def stop(self) -> None:
@@ -878,6 +893,8 @@ class Client:
         self._completer = None
         self._started = False
         _interrupts.uninstall()
+        # Before the pool closes: a wait()'s own LISTEN connection is one of its own.
+        await self._waiters.close()
         await self._driver.close()
 
     async def close(self) -> None:

@@ -36,18 +36,34 @@ log = logging.getLogger("pyriver_async.completer")
 
 # While writes keep failing, a reminder at most this often (seconds).
 REMIND_EVERY = 30.0
+# A lock or statement timeout this many times in a row splits a part of the batch, so
+# that the rows another transaction holds do not hold back the others (a timeout under
+# mere load costs a few smaller statements).
+SPLIT_AFTER = 1
+_ROW_WAITS = frozenset({"57014", "55P03"})  # query_canceled, lock_not_available
+
+
+def _row_level(exc: BaseException) -> bool:
+    """A refusal that may be one row's: a data exception or integrity constraint
+    (SQLSTATE class 22 or 23), or a value the driver could not encode (no SQLSTATE).
+    Anything else the server refused for the statement, whatever its rows."""
+    code = getattr(exc, "sqlstate", None)
+    return code is None or code[:2] in ("22", "23")
 
 
 class _Episode:
     """One stretch of failed writes, logged once at its start, then sparingly."""
 
-    __slots__ = ("delays", "failures", "last_log", "started")
+    __slots__ = ("delays", "failures", "last_log", "rows_only", "started")
 
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.last_log = self.started
         self.failures = 0
         self.delays: Iterator[float] = reconnect_delays(0.05, 5.0)
+        # True while every failure is a row lock or statement timeout: the database
+        # answers, only some rows are held (by a caller's open transaction).
+        self.rows_only = True
 
 
 class Completer:
@@ -71,6 +87,9 @@ class Completer:
         self._on_flushed = on_flushed
         self._task: asyncio.Task[None] | None = None
         self._episode: _Episode | None = None
+        # Outcomes of rows another transaction holds, written on the side (see _hold).
+        self._held: list[Outcome] = []
+        self._held_task: asyncio.Task[None] | None = None
         self.flushes = 0
         #: Outcomes the database refused, whose jobs were put back instead.
         self.put_back = 0
@@ -82,7 +101,8 @@ class Completer:
         self._task = asyncio.create_task(self._run(), name="pyriver-completer")
 
     def on_written(self, callback: Callable[[Sequence[Outcome]], None]) -> None:
-        """Call ``callback(outcomes)`` after every flush (flow control: the producer)."""
+        """Call ``callback(outcomes)`` with the outcomes each write took (flow control:
+        the producer)."""
         self._written.append(callback)
 
     def add(self, outcome: Outcome) -> None:
@@ -92,16 +112,22 @@ class Completer:
 
     def unwritten_ids(self) -> list[int]:
         """Ids of jobs whose outcome is not written yet (pending or being written)."""
-        return [o.job_id for o in self._inflight] + [o.job_id for o in self._pending]
+        return (
+            [o.job_id for o in self._inflight]
+            + [o.job_id for o in self._pending]
+            + [o.job_id for o in self._held]
+        )
 
     @property
     def backlog(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._held)
 
     @property
     def failing(self) -> bool:
-        """True while writes fail (the database is away or read-only)."""
-        return self._episode is not None
+        """True while writes fail because the database is away or read-only (not
+        while only some rows are locked: claims go on then)."""
+        ep = self._episode
+        return ep is not None and not ep.rows_only
 
     async def wait_idle(self) -> None:
         """Until everything added so far is written."""
@@ -113,15 +139,20 @@ class Completer:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        if self._held_task is not None:
+            await self._held_task
 
     def abort(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._held_task is not None:
+            self._held_task.cancel()
 
     async def _run(self) -> None:
         while True:
             if not self._pending:
-                self._idle.set()
+                if not self._held:
+                    self._idle.set()
                 if self._stopping:
                     return
                 self._wakeup.clear()
@@ -139,49 +170,121 @@ class Completer:
             finally:
                 self._inflight = []
             self.flushes += 1
-            for callback in self._written:
-                callback(batch)
-            if self._on_flushed is not None:
+            self._report(written)
+
+    def _hold(self, outcome: Outcome) -> None:
+        """Write ``outcome`` on the side, retried with backoff, while its row is held
+        by another transaction (a caller's that cancelled or upserted it and has not
+        committed yet): the outcomes after it are written meanwhile, and claims go on."""
+        self._held.append(outcome)
+        if self._held_task is None or self._held_task.done():
+            self._held_task = asyncio.create_task(self._write_held(), name="pyriver-held")
+
+    async def _write_held(self) -> None:
+        delays = reconnect_delays(0.2, 5.0)
+        while self._held:
+            await asyncio.sleep(next(delays))
+            written: list[Outcome] = []
+            for o in list(self._held):
                 try:
-                    # Only what the database took: hooks, events and waiters report
-                    # what happened, never a stale outcome it ignored.
-                    self._on_flushed(written)
-                except Exception:  # pragma: no cover - a subscriber's bug must not stop us
-                    log.exception("completion subscriber failed")
+                    await self._write([o], written)
+                except TransientDatabaseError:
+                    continue  # still held, or the database away: next round
+                except (DatabaseError, MigrationError) as exc:
+                    if not _row_level(exc):
+                        continue
+                    self._held.remove(o)
+                    await self._refused([o], exc, written)
+                except Exception:
+                    log.exception("writing job %d's outcome failed unexpectedly", o.job_id)
+                    continue
+                else:
+                    self._held.remove(o)
+            self._report(written)
+            if not self._held and not self._pending:
+                self._idle.set()
+
+    def _report(self, written: list[Outcome]) -> None:
+        """Hand what the database took to hooks, events and waiters (never a stale
+        outcome it ignored), and empty ``written``."""
+        if not written:
+            return
+        done = list(written)
+        written.clear()
+        for callback in self._written:
+            callback(done)  # flow control: the next job of a sequence may go now
+        if self._on_flushed is not None:
+            try:
+                self._on_flushed(done)
+            except BaseException:  # a subscriber's bug (even a SystemExit) must not stop us
+                log.exception("completion subscriber failed")
 
     async def _write_until_done(self, batch: Sequence[Outcome], written: list[Outcome]) -> None:
         """Write ``batch``: retry transient failures; isolate and put back refused rows.
-        The outcomes written are added to ``written``, their ``state`` as written."""
-        while True:
+        The outcomes written are added to ``written``, their ``state`` as written.
+
+        Parts of the batch take turns: a part that keeps meeting a lock or statement
+        timeout (rows a caller's open transaction holds) is split, and the other parts
+        are written meanwhile instead of waiting behind it.
+        """
+        parts: list[tuple[Sequence[Outcome], int]] = [(batch, 0)]
+        while parts:
+            part, timeouts = parts.pop(0)
             try:
-                await self._write(batch, written)
+                await self._write(part, written)
+                if parts:
+                    self._report(written)  # the other parts may take a while yet
             except TransientDatabaseError as exc:
-                await self._failed(exc, len(batch))
+                waiting = sum(len(p) for p, _ in parts) + len(part)
+                if exc.sqlstate not in _ROW_WAITS:
+                    await self._failed(exc, waiting)
+                    parts.insert(0, (part, timeouts))  # an outage: the same part again
+                    continue
+                # Rows held by another transaction: the other parts go first, at once.
+                await self._failed(exc, waiting, pause=False)
+                if len(part) == 1:
+                    self._hold(part[0])  # written on the side; this batch is done
+                elif timeouts + 1 >= SPLIT_AFTER:
+                    mid = len(part) // 2
+                    parts += [(part[:mid], 0), (part[mid:], 0)]
+                else:
+                    parts.append((part, timeouts + 1))
                 continue
             except (DatabaseError, MigrationError) as exc:
-                self._recovered()
-                await self._refused(batch, exc, written)
-                return
+                if not _row_level(exc):
+                    # A refusal of the statement, not of a row (a permission revoked,
+                    # a schema changed): every row would be refused alike. Retry, as
+                    # for an outage, until an operator fixes it.
+                    await self._failed(exc, len(part))
+                    parts.insert(0, (part, timeouts))
+                    continue
+                await self._refused(part, exc, written)
+                continue
             except Exception as exc:
                 # Something nobody foresaw: never let it end the completer (every later
                 # outcome would be lost); log it and try again.
-                log.exception("writing %d job outcomes failed unexpectedly", len(batch))
-                await self._failed(exc, len(batch), logged=True)
+                log.exception("writing %d job outcomes failed unexpectedly", len(part))
+                await self._failed(exc, len(part), logged=True)
+                parts.insert(0, (part, timeouts))
                 continue
-            self._recovered()
-            return
+        self._recovered()
 
-    async def _failed(self, exc: BaseException, n: int, *, logged: bool = False) -> None:
+    async def _failed(
+        self, exc: BaseException, n: int, *, logged: bool = False, pause: bool = True
+    ) -> None:
         ep = self._episode
+        first = ep is None
         if ep is None:
             ep = self._episode = _Episode()
-            if not logged:
-                log.warning(
-                    "writing job outcomes failed (%s); retrying with backoff until the "
-                    "database takes them (%d waiting)",
-                    exc,
-                    n + len(self._pending),
-                )
+        if getattr(exc, "sqlstate", None) not in _ROW_WAITS:
+            ep.rows_only = False
+        if first and not logged:
+            log.warning(
+                "writing job outcomes failed (%s); retrying with backoff until the "
+                "database takes them (%d waiting)",
+                exc,
+                n + len(self._pending),
+            )
         elif time.monotonic() - ep.last_log >= REMIND_EVERY and not logged:
             ep.last_log = time.monotonic()
             log.warning(
@@ -192,7 +295,8 @@ class Completer:
                 n + len(self._pending),
             )
         ep.failures += 1
-        await asyncio.sleep(next(ep.delays))
+        if pause:
+            await asyncio.sleep(next(ep.delays))
 
     def _recovered(self) -> None:
         ep, self._episode = self._episode, None

@@ -331,6 +331,14 @@ class Executor:
         )
         return None
 
+    async def engine_failure(self, row: JobRow, exc: BaseException) -> Outcome:
+        """The outcome of an attempt the engine itself could not carry through: a
+        failure with a plain message, so that it uses its attempt like any other."""
+        message = f"the engine failed running this job: {type(exc).__name__}: {exc!a}"
+        return await self._failure(
+            job_from_row(row, None), datetime.now(UTC), message, "", None, exc
+        )
+
     async def not_started(self, row: JobRow, message: str, exc: BaseException) -> Outcome:
         """The failed attempt of a claimed job that cannot start (flow control: its
         partition key function failed on it): recorded, retried or discarded as any

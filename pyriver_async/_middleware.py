@@ -212,6 +212,7 @@ class JobInsert:
     """
 
     __slots__ = (
+        "_engine_keys",
         "_metadata",
         "_params",
         "max_attempts",
@@ -229,6 +230,10 @@ class JobInsert:
         self.scheduled_at: datetime | None = params.scheduled_at
         self.tags: list[str] = list(params.tags)
         self._metadata: dict[str, Any] | None = None
+        # Keys the engine set (pyriver:ephemeral...): kept out of what middleware sees
+        # and edits, so the user's keys are checked as InsertOpts checks them and the
+        # engine's come back unchanged.
+        self._engine_keys: dict[str, Any] = {}
 
     @property
     def args(self) -> JobArgs:
@@ -243,11 +248,14 @@ class JobInsert:
     def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
             raw = self._params.metadata
-            self._metadata = _metadata_decoder.decode(raw) if raw != "{}" else {}
+            meta: dict[str, Any] = _metadata_decoder.decode(raw) if raw != "{}" else {}
+            self._engine_keys = {k: meta.pop(k) for k in list(meta) if is_reserved_metadata_key(k)}
+            self._metadata = meta
         return self._metadata
 
     @metadata.setter
     def metadata(self, value: Mapping[str, Any]) -> None:
+        self.metadata  # noqa: B018 - sets the engine's keys aside, as the getter does
         self._metadata = dict(value)
 
     def _apply(self) -> None:
@@ -274,7 +282,7 @@ class JobInsert:
             p.scheduled_at = self.scheduled_at
             p.tags = list(opts.tags or ())
         if self._metadata is not None:
-            p.metadata = _encode_metadata(self._metadata, p.kind)
+            p.metadata = _encode_metadata({**self._metadata, **self._engine_keys}, p.kind)
 
 
 def _encode_metadata(metadata: Mapping[str, Any], kind: str) -> str:

@@ -31,8 +31,11 @@ class CancelReason(enum.Enum):
 
 
 def _clean(text: str, limit: int) -> str:
-    # jsonb refuses NUL; overly long messages bloat every later read of the row.
+    # jsonb refuses NUL; a lone surrogate (a file name decoded with surrogateescape)
+    # cannot be encoded at all; overly long messages bloat every later read of the row.
     text = text.replace("\x00", "\\0")
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[:limit] + "…"
 
 

@@ -498,18 +498,25 @@ class Producer:
     async def _work(self, slot: _Slot, rec: JobRow, task: asyncio.Task[None]) -> None:
         try:
             outcome = await self._executor.execute(rec, slot)
-        except BaseException as exc:
-            # Only a real SIGINT's KeyboardInterrupt gets here: the process is being
-            # interrupted. The job goes back as a shutdown would give it back.
+        except KeyboardInterrupt:
+            # A real Ctrl-C (the executor lets only that one through): the process is
+            # being interrupted. The job goes back as a shutdown would give it back.
             log.error(
-                "job %d (kind %r) interrupted by %s; it is given back",
-                rec[ID],
-                rec[KIND],
-                type(exc).__name__,
+                "job %d (kind %r) interrupted by Ctrl-C; it is given back", rec[ID], rec[KIND]
             )
             self._unstarted(rec, CancelReason.SHUTDOWN)
             self._release(slot)
             raise
+        except asyncio.CancelledError:
+            self._unstarted(rec, slot.reason)
+            self._release(slot)
+            raise
+        except BaseException as exc:
+            # The executor itself failed on this job (a bug, or a value nothing could
+            # encode): a failure of this attempt, so that it is counted and the job
+            # cannot loop; the worker goes on.
+            log.exception("job %d (kind %r): running it failed in the engine", rec[ID], rec[KIND])
+            outcome = await self._executor.engine_failure(rec, exc)
         outside = task.cancelling() > slot.requested
         outcome.attempted_at = rec[ATTEMPTED_AT]
         outcome.max_attempts = rec[MAX_ATTEMPTS]

@@ -144,6 +144,15 @@ class Maintenance:
             services += (self.vacuumer,)
         return services
 
+    async def beat_now(self) -> None:
+        """One heartbeat now, best effort (a failure is logged; the service retries)."""
+        try:
+            await self.heartbeat.run_once()
+        except Exception as exc:
+            log.warning(
+                "first heartbeat failed (%s: %s); the heartbeat retries", type(exc).__name__, exc
+            )
+
     async def start(self) -> None:
         """Start the services every client runs; returns at once."""
         if self._started:

@@ -640,7 +640,7 @@ async def test_limits_need_the_pyriver_line(
     ("cfg", "most", "per_key"),
     [
         # One cap: the lean statement (flow_claim_capped).
-        (QueueConfig(max_workers=10, global_limit=4), 4, 4),
+        (QueueConfig(max_workers=10, global_limit=4), 4, None),
         # A cap per key (flow_claim_partitioned).
         (QueueConfig(max_workers=10, global_limit=4, partition_by="key", partition_limit=2), 4, 2),
         # A kind's cap too: the general statement (flow_claim).
@@ -659,7 +659,7 @@ async def test_limits_need_the_pyriver_line(
     ids=["capped", "partitioned", "general"],
 )
 async def test_concurrent_claims_never_exceed_the_limits(
-    pool: asyncpg.Pool, cfg: QueueConfig, most: int, per_key: int
+    pool: asyncpg.Pool, cfg: QueueConfig, most: int, per_key: int | None
 ) -> None:
     """Eight claimers on eight connections, claiming and completing as fast as they can,
     while new jobs arrive at the head of the claim order: every job's [claimed,
@@ -723,8 +723,9 @@ async def test_concurrent_claims_never_exceed_the_limits(
             peak = max(peak, now)
         return peak
 
-    assert overlap(rows) == most
-    assert max(overlap([r for r in rows if r["key"] == k]) for k in "012") == per_key
+    assert overlap(rows) == most  # reached, never exceeded
+    if per_key is not None:
+        assert max(overlap([r for r in rows if r["key"] == k]) for k in "012") == per_key
     # Claims waited at the gate behind one another and ran again behind it.
     assert claimer.retries > 0
 

@@ -439,3 +439,29 @@ def test_error_override_takes_one_decision() -> None:
         ErrorOverride(retry_at=datetime.now(UTC), discard=True)
     with pytest.raises(ConfigError):
         ErrorOverride(retry_at=datetime.now())  # naive
+
+
+class EditsEach(Middleware):
+    """Edits each job's metadata in place and replaces another's: the documented ways."""
+
+    async def insert(self, batch: InsertBatch, call_next: Any) -> Any:
+        for j in batch.jobs:
+            if isinstance(j.args, Task):
+                j.metadata["tenant"] = "acme"
+            else:
+                j.metadata = {"replaced": True}
+        return await call_next()
+
+
+@pytest.mark.parametrize("kind", ["edited", "replaced"])
+async def test_middleware_editing_metadata_keeps_the_engines_keys(
+    pool: asyncpg.Pool, kind: str
+) -> None:
+    # The engine's own keys (here pyriver:ephemeral) are not the middleware's to see,
+    # refuse or drop: an ephemeral job stays ephemeral.
+    client = Client(pool, middleware=[EditsEach()])
+    args = Task() if kind == "edited" else Other()
+    job = (await client.insert(args, InsertOpts(ephemeral=True))).job
+    stored = await pool.fetchval("SELECT metadata::text FROM river_job WHERE id = $1", job.id)
+    assert '"pyriver:ephemeral": true' in stored
+    assert ('"tenant": "acme"' if kind == "edited" else '"replaced": true') in stored

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from pyriver_async import (
     QueueConfig,
     Workers,
 )
-from tests._support import eventually, next_event
+from tests._support import events_for, eventually, next_event
 
 
 class Refused(JobArgs, kind="outcome_refused"):
@@ -63,6 +64,9 @@ def _workers() -> Workers:
             raise SystemExit(3)
         if job.args.what == "keyboard_interrupt":
             raise KeyboardInterrupt
+        if job.args.what == "surrogate":
+            # A file name os.listdir decoded with surrogateescape: no UTF-8 for it.
+            raise FileNotFoundError("no such file: caf\udce9.txt")
         raise ValueError("bad input\nsecond line of the message")
 
     return w
@@ -199,3 +203,70 @@ async def test_an_unregistered_kind_and_undecodable_args_are_logged(
         in messages[nobody.job.id]
     )
     assert "do not decode into Fine" in messages[job_id]
+
+
+async def test_an_error_no_utf8_can_hold_is_recorded_and_uses_its_attempt(
+    pool: asyncpg.Pool, client: Client
+) -> None:
+    # Before, encoding it failed inside the engine: the job went back as if
+    # interrupted, attempt restored, and ran again in a tight loop for ever.
+    sub = client.subscribe()
+    res = await client.insert(Raises(what="surrogate"), InsertOpts(max_attempts=1))
+    assert (await next_event(sub, res.job.id)).state == "discarded"
+    row = await _row(pool, res.job.id)
+    assert row["attempt"] == 1 and len(row["errors"]) == 1
+    assert "no such file: caf\\\\udce9.txt" in row["errors"][0]  # escaped, kept
+
+
+class Held(JobArgs, kind="outcome_held"):
+    n: int = 0
+
+
+async def test_a_row_locked_by_another_transaction_holds_back_only_its_own_outcome(
+    db: str, pool: asyncpg.Pool
+) -> None:
+    # A caller's open transaction holds one job's row (it cancelled or upserted it,
+    # or locked it by hand). Its outcome waits; the outcomes written beside it, and the
+    # claims of new jobs, must not.
+    release = asyncio.Event()
+    workers = _workers()
+
+    @workers.register(Held)
+    async def held(ctx: JobContext, job: Job[Held]) -> None:
+        await release.wait()
+
+    client = Client(
+        pool,
+        workers=workers,
+        queues={"default": QueueConfig(max_workers=20)},
+        maintenance=False,
+        statement_timeout=0.3,
+    )
+    async with client:
+        sub = client.subscribe()
+        results = await client.insert_many([Held(n=i) for i in range(10)])
+        ids = [r.job.id for r in results]
+
+        async def all_running() -> bool:
+            n = await pool.fetchval(
+                "SELECT count(*) FROM river_job WHERE id = ANY($1) AND state = 'running'", ids
+            )
+            return bool(n == 10)
+
+        await eventually(all_running, timeout=10)
+        locker = await asyncpg.connect(db)
+        try:
+            tx = locker.transaction()
+            await tx.start()
+            await locker.execute("SELECT 1 FROM river_job WHERE id = $1 FOR UPDATE", ids[0])
+            release.set()  # the ten finish together: one batch, one row held
+            others = await events_for(sub, set(ids[1:]), timeout=15)
+            assert {ev.state for ev in others.values()} == {"completed"}
+            fresh = await client.insert(Fine())  # claims go on meanwhile
+            assert (await next_event(sub, fresh.job.id)).state == "completed"
+            state = await pool.fetchval("SELECT state FROM river_job WHERE id = $1", ids[0])
+            assert state == "running"  # still held
+            await tx.rollback()
+        finally:
+            await locker.close()
+        assert (await next_event(sub, ids[0], timeout=15)).state == "completed"

@@ -45,7 +45,7 @@ class Lease:
     a connection; only one is kept.
     """
 
-    __slots__ = ("_conn", "_handle", "_linger", "_pool", "_releasing", "_timeout")
+    __slots__ = ("_closed", "_conn", "_handle", "_linger", "_pool", "_releasing", "_timeout")
 
     def __init__(self, pool: asyncpg.Pool, *, linger: float, timeout: float | None) -> None:
         self._pool = pool
@@ -54,8 +54,10 @@ class Lease:
         self._conn: Conn | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._releasing: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def take(self) -> Conn:
+        self._closed = False  # used again after close(): a client started again
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -68,7 +70,7 @@ class Lease:
 
     def keep(self, conn: Conn) -> None:
         """After a call that went well: keep ``conn`` for the next one."""
-        if self._conn is not None:  # a concurrent caller's: one kept is enough
+        if self._conn is not None or self._closed:  # one kept is enough; or closing
             self._release_soon(conn)
             return
         self._conn = conn
@@ -91,7 +93,9 @@ class Lease:
         task.add_done_callback(self._releasing.discard)
 
     async def close(self) -> None:
-        """Give the kept connection back now (before the pool closes)."""
+        """Give the kept connection back now (before the pool closes); a call still
+        running gives its connection back when it ends."""
+        self._closed = True
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -224,6 +228,13 @@ class Base:
             async with self._connection() as conn:
                 run = getattr(conn, method)
                 return await run(q.sql, *args, timeout=timeout or self._timeout)
+        except TimeoutError:
+            # asyncpg's own statement timeout: it cancelled the statement, and the
+            # connection goes on. Like the server's statement_timeout (57014): retry.
+            raise TransientDatabaseError(
+                f"{q.name} did not answer within {timeout or self._timeout:g}s",
+                sqlstate="57014",
+            ) from None
         except Exception as exc:
             raise self._error(exc)
 

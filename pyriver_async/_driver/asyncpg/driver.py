@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,12 +20,14 @@ from .listener import AsyncpgListener
 
 __all__ = ["AsyncpgDriver", "is_asyncpg_connection", "is_asyncpg_pool"]
 
-# Connections the client's own pool lends to single inserts between calls.
-MAX_SPARES = 2
-# How long an application's pool lends a connection to inserts that follow one another
-# before it goes back (seconds): long enough for a burst, too short to matter to the
-# application's other users of its pool.
-USER_POOL_LINGER = 0.1
+# How long a connection stays lent to inserts that follow one another before it goes
+# back to the pool (seconds): long enough for a burst, too short to hold a connection
+# the engine or the application's other users of the pool need.
+INSERT_LINGER = 0.1
+# How long closing the driver's own pool waits for connections still in use (seconds).
+POOL_CLOSE_TIMEOUT = 10.0
+
+log = logging.getLogger("pyriver_async.driver")
 
 
 def is_asyncpg_pool(obj: object) -> bool:
@@ -33,14 +36,6 @@ def is_asyncpg_pool(obj: object) -> bool:
 
 def is_asyncpg_connection(obj: object) -> bool:
     return isinstance(obj, asyncpg.Connection | asyncpg.pool.PoolConnectionProxy)
-
-
-async def _cheap_reset(conn: asyncpg.Connection) -> None:
-    # The client's own pool never leaves session state behind (no SET, no LISTEN on
-    # pooled connections but the notifier's, which it cleans itself), so the default
-    # reset query — one more round trip on every release — buys nothing.
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
 
 
 class AsyncpgDriver:
@@ -78,7 +73,7 @@ class AsyncpgDriver:
         self._listen_dsn = listen_dsn
         self.queries = Queries.for_schema(schema)
         self._lock = asyncio.Lock()
-        self._spares: list[Any] = []
+        self._closing = False
         self._leases: list[Lease] = []
         self._insert_lease: Lease | None = None
 
@@ -95,7 +90,11 @@ class AsyncpgDriver:
                 assert self._dsn is not None
                 try:
                     pool = await asyncpg.create_pool(
-                        self._dsn, min_size=1, max_size=self._pool_max_size, reset=_cheap_reset
+                        # asyncpg's default reset on release: jobs may use this pool
+                        # (ctx.client.pool) and leave session state behind.
+                        self._dsn,
+                        min_size=1,
+                        max_size=self._pool_max_size,
                     )
                 except Exception as exc:
                     raise as_library_error(exc, self.queries.schema)
@@ -129,33 +128,20 @@ class AsyncpgDriver:
 
     @contextlib.asynccontextmanager
     async def spare(self) -> AsyncIterator[AsyncpgExecutor]:
-        """An executor on a connection for one insert outside any caller's transaction.
+        """An executor for one insert outside any caller's transaction.
 
-        A pool acquire + release costs about as much Python as the insert itself
-        (measured: 2,436 inserts/s on a bare connection, 1,865 through the pool), so
-        the driver's own pool lends a couple of connections it keeps between inserts;
-        anything unusual (an error, a cancellation) hands the connection back to the
-        pool, which knows how to clean it. An application's pool is used as it is.
+        A pool acquire + release costs about as much as the insert itself (measured:
+        2,436 inserts/s on a bare connection, 1,865 through the pool; and a release
+        sends the pool's reset query). The connection is lent through a :class:`Lease`
+        kept ``INSERT_LINGER`` after the last insert, so a burst of inserts makes one
+        pool round; it goes back to the pool after that, for the engine and the
+        application (the pool is never drained by idle spares).
         """
         pool = await self.open()
-        if not self.owns_pool:
-            # An application's pool: a connection kept for a moment between inserts
-            # spares each insert of a burst the pool's round (and its reset query).
-            if self._insert_lease is None:
-                self._insert_lease = Lease(pool, linger=USER_POOL_LINGER, timeout=None)
-                self._leases.append(self._insert_lease)
-            yield AsyncpgExecutor(self.queries, lease=self._insert_lease)
-            return
-        conn = self._spares.pop() if self._spares else await pool.acquire()
-        try:
-            yield AsyncpgExecutor(self.queries, conn=conn)
-        except BaseException:
-            await pool.release(conn)
-            raise
-        if len(self._spares) < MAX_SPARES and self._pool is not None and not conn.is_closed():
-            self._spares.append(conn)
-        else:
-            await pool.release(conn)
+        if self._insert_lease is None:
+            self._insert_lease = Lease(pool, linger=INSERT_LINGER, timeout=self._timeout)
+            self._leases.append(self._insert_lease)
+        yield AsyncpgExecutor(self.queries, lease=self._insert_lease, timeout=None)
 
     def listener(self) -> AsyncpgListener:
         if self._listen_dsn is not None:
@@ -164,17 +150,24 @@ class AsyncpgDriver:
         return AsyncpgListener(self.queries, pool=self._pool)
 
     async def release_spares(self) -> None:
-        """Give back every connection kept between calls (spares and leases)."""
+        """Give back every connection kept between calls (the leases')."""
         for lease in self._leases:
             await lease.close()
-        while self._spares:
-            conn = self._spares.pop()
-            if self._pool is not None:
-                await self._pool.release(conn)
 
     async def close(self) -> None:
-        """Give back the spares; close the pool when it was made here."""
+        """Give back the leased connections; close the pool when it was made here.
+
+        A connection something still holds (a listener, a call in flight) is given
+        POOL_CLOSE_TIMEOUT to come back; then the pool is terminated rather than
+        waited on for ever."""
         await self.release_spares()
         if self.owns_pool and self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning(
+                    "the pool still had connections in use %ss after closing began; terminated",
+                    POOL_CLOSE_TIMEOUT,
+                )
+                pool.terminate()

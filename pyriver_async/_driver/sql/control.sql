@@ -100,13 +100,18 @@ CROSS JOIN LATERAL (
 -- `cancelled`. Unique jobs: a job whose state is outside its unique_states is not in
 -- the unique index, and making it available puts it back, so it is refused when
 -- another job holds its key (or an earlier job of this batch takes it).
--- One wake-up per queue that received jobs. Rows are locked in id order.
-WITH locked AS MATERIALIZED (
+-- One wake-up per queue that received jobs. Rows are locked in id order; a running
+-- job, refused anyway, is read without a lock (a lock held until the caller's
+-- transaction ends would stall its worker's outcome, and the claims behind it).
+WITH seen AS MATERIALIZED (
+    SELECT j.id FROM {schema}.river_job AS j WHERE j.id = ANY(@ids::bigint[])
+),
+locked AS MATERIALIZED (
     SELECT j.id, j.state, j.scheduled_at, j.unique_key,
         (j.unique_key IS NOT NULL AND j.unique_states IS NOT NULL
             AND NOT {schema}.river_job_state_in_bitmask(j.unique_states, j.state)) AS reenters
     FROM {schema}.river_job AS j
-    WHERE j.id = ANY(@ids::bigint[])
+    WHERE j.id = ANY(@ids::bigint[]) AND j.state <> 'running'
     ORDER BY j.id
     FOR UPDATE
 ),
@@ -120,9 +125,9 @@ ranked AS (
     WINDOW w AS (PARTITION BY l.unique_key, l.reenters ORDER BY l.id)
 ),
 decided AS (
-    SELECT l.id,
+    SELECT s.id,
         CASE
-            WHEN l.state = 'running' THEN 'running'
+            WHEN l.id IS NULL THEN 'running'
             WHEN r.id IS NULL THEN 'already_available'
             WHEN r.reenters AND r.rank_in_key > 1 THEN 'unique_conflict'
             WHEN r.reenters AND c.id IS NOT NULL THEN 'unique_conflict'
@@ -130,8 +135,9 @@ decided AS (
         END AS decision,
         CASE WHEN r.reenters AND r.rank_in_key > 1 THEN r.first_in_key ELSE c.id END
             AS conflict_id
-    FROM locked AS l
-    LEFT JOIN ranked AS r ON r.id = l.id
+    FROM seen AS s
+    LEFT JOIN locked AS l ON l.id = s.id
+    LEFT JOIN ranked AS r ON r.id = s.id
     LEFT JOIN LATERAL (
         SELECT o.id
         FROM {schema}.river_job AS o
@@ -213,24 +219,25 @@ WHERE l.state IN ('cancelled', 'completed', 'discarded');
 -- name: job_delete_many
 -- Delete jobs that are not running (a running job is refused: its worker would
 -- write an outcome for a row that is gone). Returns the deleted rows.
+-- Running jobs are read, not locked (see job_retry_many).
 WITH locked AS MATERIALIZED (
     SELECT id, state
     FROM {schema}.river_job
-    WHERE id = ANY(@ids::bigint[])
+    WHERE id = ANY(@ids::bigint[]) AND state <> 'running'
     ORDER BY id
     FOR UPDATE
 ),
 deleted AS (
     DELETE FROM {schema}.river_job AS j
     USING locked AS l
-    WHERE j.id = l.id AND l.state <> 'running'
+    WHERE j.id = l.id
     RETURNING {job_columns_j}
 )
 SELECT d.*, 'delete'::text AS decision FROM deleted AS d
 UNION ALL
 SELECT {job_columns_j}, 'running'
-FROM locked AS l JOIN {schema}.river_job AS j ON j.id = l.id
-WHERE l.state = 'running';
+FROM {schema}.river_job AS j
+WHERE j.id = ANY(@ids::bigint[]) AND NOT EXISTS (SELECT 1 FROM locked AS l WHERE l.id = j.id);
 
 -- name: queue_list_rows
 -- river_queue rows (its primary key); @names NULL: every queue.
