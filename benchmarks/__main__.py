@@ -35,6 +35,7 @@ QUICK: dict[str, list[str]] = {
     "round2": [],
     "horizon": ["--jobs", "5000", "--batches", "3"],
     "pooler": ["--single", "300", "--jobs", "5000"],
+    "flow": ["--jobs", "10000", "--rate-seconds", "10", "--backlog", "20000"],
 }
 FULL: dict[str, list[str]] = {
     "throughput": ["--jobs", "20000,200000", "--workers", "10,100,1000", "--processes", "1,2,4"],
@@ -46,6 +47,7 @@ FULL: dict[str, list[str]] = {
     "round2": [],
     "horizon": [],
     "pooler": [],
+    "flow": ["--runs", "3"],
 }
 # --full runs at least this many rounds of these: the per-run ratio to pgqueuer moves
 # by about ±10 % on a shared 2-core machine, so its median wants more than 3.
@@ -61,6 +63,7 @@ ORDER = [
     "round2",
     "horizon",
     "pooler",
+    "flow",
 ]
 # generous bounds per benchmark (seconds): a run past them is stopped
 LIMITS = {
@@ -73,6 +76,7 @@ LIMITS = {
     "round2": 2400,
     "horizon": 900,
     "pooler": 600,
+    "flow": 1200,
 }
 
 
@@ -181,6 +185,19 @@ def headline(names: list[str]) -> None:
                     str(t["verdict"]),
                 )
             )
+    fl = _load("flow") if "flow" in names else None
+    if fl:
+        m = fl["medians"]
+        for key, label, target in (
+            ("global_ratio", "drain under global_limit=100", 0.90),
+            ("keys_ratio", "drain, 1,000 keys x 1", 0.75),
+        ):
+            r = _num(m.get(key))
+            rows.append((label, f"{r * 100:.0f}% of unlimited", f">= {target * 100:.0f}%",
+                         _check(r, target)))  # fmt: skip
+        rate = _num(m.get("rate_ratio"))
+        rows.append(("rate limit, two processes", f"{rate:.4f} of the rate", "1 +- 5%",
+                     _check(abs(rate - 1), 0.05, False)))  # fmt: skip
     if not rows:
         return
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

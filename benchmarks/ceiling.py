@@ -147,7 +147,9 @@ class BareEngine:
             self._notified = False
             rows = await self._claim_conn.fetch(
                 self._claim.sql,
-                *self._claim.bind(queue=self.queue, limit=free, client_id=self.client_id),
+                *self._claim.bind(
+                    queue=self.queue, limit=free, client_id=self.client_id, kinds=None
+                ),
             )
             if self.claims == 0:
                 self.t_first_claim = time.monotonic()

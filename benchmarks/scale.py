@@ -61,7 +61,7 @@ async def claim_plan(conn: asyncpg.Connection, limit: int) -> dict[str, Any]:
     try:
         rows = await conn.fetch(
             f"EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) {claim.sql}",
-            *claim.bind(queue="default", limit=limit, client_id="scale-explain"),
+            *claim.bind(queue="default", limit=limit, client_id="scale-explain", kinds=None),
         )
     finally:
         await tr.rollback()

@@ -45,6 +45,8 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._events import JobEvent, Subscription
+from ._flow import KindLimits, PartitionKey, RateLimit, SequenceOpts
+from ._flow_status import KeyUse, LimitStatus
 from ._insert import InsertResult
 from ._insights import Insights
 from ._job import AttemptError, Job, JobState
@@ -104,12 +106,16 @@ __all__ = [
     "JobSnooze",
     "JobState",
     "JobTimeoutError",
+    "KeyUse",
     "KindConflictError",
+    "KindLimits",
     "LeaderInfo",
+    "LimitStatus",
     "ListenUnavailableError",
     "Middleware",
     "MigrationError",
     "OutputTooLargeError",
+    "PartitionKey",
     "PeriodicJob",
     "PeriodicJobHandle",
     "PeriodicJobs",
@@ -118,8 +124,10 @@ __all__ = [
     "QueueInfo",
     "QueueNotFoundError",
     "QueueUse",
+    "RateLimit",
     "SchemaNotMigratedError",
     "SchemaVersionError",
+    "SequenceOpts",
     "Subscription",
     "Telemetry",
     "TransientDatabaseError",

@@ -13,6 +13,9 @@ import msgspec
 from ._errors import InvalidOptsError, KindConflictError, typed_init_errors
 from ._job import JobState
 
+if TYPE_CHECKING:
+    from ._flow import SequenceOpts
+
 __all__ = ["DEFAULT_UNIQUE_STATES", "InsertOpts", "JobArgs", "UniqueOpts", "kind_registry"]
 
 # River's limits: the database checks `char_length(kind) < 128` and the same for queues.
@@ -133,6 +136,12 @@ class JobArgs(msgspec.Struct, metaclass=_JobArgsMeta):
 
     def insert_opts(self) -> InsertOpts | None:
         """Default options for jobs of this kind; explicit ``opts`` on insert win."""
+        return None
+
+    def sequence_opts(self) -> SequenceOpts | None:
+        """Override to put jobs of this kind in sequences: jobs sharing a sequence key
+        run one at a time, in insertion order (see :class:`SequenceOpts` and
+        ``docs/flow-control.md``). The key is computed at insert."""
         return None
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from . import _control, _interrupts
 from ._args import InsertOpts, JobArgs, validate_queue
+from ._claim import claimer_for
 from ._completer import Completer
 from ._config import ClientConfig, QueueConfig
 from ._control import (
@@ -36,10 +37,17 @@ from ._driver.asyncpg import AsyncpgDriver
 from ._driver.connections import ClientDatabase, InsertConnection
 from ._driver.records import HorizonHolder
 from ._driver.resolve import executor_for, insert_executor_for
-from ._errors import ClientClosedError, ConfigError, JobNotFoundError, ListenUnavailableError
+from ._errors import (
+    ClientClosedError,
+    ConfigError,
+    JobNotFoundError,
+    ListenUnavailableError,
+    SchemaNotMigratedError,
+)
 from ._events import Subscription
 from ._executor import Executor
 from ._failover import ReadOnlyWatch
+from ._flow_status import LimitStatus, flow_status
 from ._insert import InsertResult, insert_many, insert_one
 from ._job import Job, JobState
 from ._lifecycle import Lifecycle
@@ -804,6 +812,8 @@ class Client:
                     "(rescue_stuck_jobs_after). `pyriver migrate up` adds it.",
                     self.schema,
                 )
+            if not self.liveness:
+                self._check_flow_schema()
         self._started = True
         self._stopping = None
         if not self.queues and not cfg.maintenance:
@@ -879,6 +889,7 @@ class Client:
                 fetch_cooldown=cfg.fetch_cooldown,
                 poll_interval=cfg.fetch_poll_interval,
                 max_completer_backlog=max(10 * cfg.completer_batch_size, 2 * qcfg.max_workers),
+                claimer=claimer_for(name, qcfg, self.workers, schema=self.schema),
             )
             p.paused = name in paused
             p.held = self._failover.read_only
@@ -1088,3 +1099,39 @@ class Client:
     @property
     def is_leader(self) -> bool:
         return bool(self._maintenance is not None and self._maintenance.is_leader)
+
+    # -- flow control (_claim.py, _flow.py, _flow_status.py) ---------------------------
+
+    def _check_flow_schema(self) -> None:
+        """Flow control keeps its state in the pyriver migration line's tables."""
+        limited = [
+            name
+            for name, qcfg in self.queues.items()
+            if claimer_for(name, qcfg, self.workers, schema=self.schema).locked
+        ]
+        if limited:
+            raise SchemaNotMigratedError(
+                f"queues {limited} have flow limits or sequences, which need the pyriver "
+                f"migration line in schema {self.schema!r} (a database River migrated "
+                "lacks it); run `pyriver migrate up`"
+            )
+
+    async def flow_status(self, queue: str | None = None) -> builtins.list[LimitStatus]:
+        """Every flow limit of the queues this client works (or of ``queue``): what it
+        uses now across the cluster and what waits on it (see :class:`LimitStatus`).
+        A queue without limits has none. Read-only: one query per queue."""
+        if queue is not None and queue not in self.queues:
+            raise ConfigError(f"queue {queue!r} is not one this client works")
+        names = [queue] if queue is not None else list(self.queues)
+        db = await self._db()
+        out: builtins.list[LimitStatus] = []
+        for name in names:
+            producer = self._producers.get(name)
+            claimer = (
+                producer.claimer
+                if producer is not None
+                else claimer_for(name, self.queues[name], self.workers, schema=self.schema)
+            )
+            here = producer.running_kinds() if producer is not None else {}
+            out += await flow_status(db, name, claimer, running_here=here)
+        return out

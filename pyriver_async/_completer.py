@@ -97,9 +97,17 @@ class Completer:
         self.flushes = 0
         #: Outcomes the database refused, whose jobs were put back instead.
         self.put_back = 0
+        # Called after each flush: a producer whose jobs wait on a limit that only a
+        # written outcome releases (a sequence's next job) claims again (flow control).
+        self._written: list[Callable[[Sequence[Outcome]], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pyriver-completer")
+
+    def on_written(self, callback: Callable[[Sequence[Outcome]], None]) -> None:
+        """Call ``callback(outcomes)`` with the outcomes each write took (flow control:
+        the producer)."""
+        self._written.append(callback)
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
@@ -211,6 +219,8 @@ class Completer:
             return
         done = list(written)
         written.clear()
+        for callback in self._written:
+            callback(done)  # flow control: the next job of a sequence may go now
         if self._on_flushed is not None:
             try:
                 self._on_flushed(done)

@@ -7,8 +7,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from ._errors import ConfigError, typed_init_errors
+from ._flow import KeySpec, KindLimits, RateLimit, validate_queue_flow
 
 __all__ = ["POOLERS", "ClientConfig", "QueueConfig", "to_seconds", "to_timeout"]
 
@@ -67,18 +69,41 @@ def _int_in(value: object, what: str, low: int, high: int) -> int:
 class QueueConfig:
     """Settings of one queue this client works.
 
-    - ``max_workers``: how many of its jobs run at once in this process.
+    - ``max_workers``: how many of its jobs run at once in this process (the local
+      limit).
     - ``ephemeral``: jobs of this queue that complete here are deleted instead of kept
       as ``completed`` rows (as ``InsertOpts(ephemeral=True)`` does for one job).
     - ``max_threads``: of those, how many blocking (plain ``def``) workers run at once
       in threads (default ``None``: as many as ``max_workers``, so a claimed job never
       waits for a thread; lower it to bound the threads of a queue that mixes kinds).
+
+    Flow control (``docs/flow-control.md``), enforced exactly across processes by every
+    client of the queue that configures it:
+
+    - ``global_limit``: at most this many of the queue's jobs run at once, cluster-wide.
+    - ``partition_by`` / ``partition_limit``: at most ``partition_limit`` running per
+      key (args fields such as ``("customer_id",)``, a :class:`PartitionKey`, or a
+      function of the job).
+    - ``rate_limit``: a :class:`RateLimit` on the queue's job starts.
+    - ``fair``: keys of ``partition_by`` take turns (True, or a mapping of key to weight).
+    - ``kinds``: limits of one kind of job in the queue: ``{"export": KindLimits(...)}``.
+    - ``registered_kinds_only`` (default True): claim only jobs of the kinds this
+      client has workers for, so that during a rolling deploy an old worker leaves a
+      new kind to the new workers instead of failing it.
     """
 
     max_workers: int = 100
     ephemeral: bool = False
     # -- blocking workers (issue 19) --
     max_threads: int | None = None
+    # -- flow control (issue 21; _flow.py, _claim.py) --
+    global_limit: int | None = None
+    partition_by: KeySpec | None = None
+    partition_limit: int | None = None
+    rate_limit: RateLimit | None = None
+    fair: bool | Mapping[Any, int] = False
+    kinds: Mapping[Any, KindLimits] = field(default_factory=dict)
+    registered_kinds_only: bool = True
 
     def __post_init__(self) -> None:
         _int_in(self.max_workers, "max_workers", 1, 10_000)
@@ -86,11 +111,22 @@ class QueueConfig:
             raise ConfigError(f"ephemeral must be True or False, got {self.ephemeral!r}")
         if self.max_threads is not None:
             _int_in(self.max_threads, "max_threads", 1, 10_000)
+        validate_queue_flow(self)
 
     @property
     def thread_limit(self) -> int:
         """How many blocking jobs of this queue run at once."""
         return self.max_threads if self.max_threads is not None else self.max_workers
+
+    @property
+    def has_limits(self) -> bool:
+        """Whether any flow limit is set (claims then pass the queue's gate)."""
+        return bool(
+            self.global_limit
+            or self.partition_by is not None
+            or self.rate_limit is not None
+            or self.kinds
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

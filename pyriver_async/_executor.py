@@ -339,6 +339,13 @@ class Executor:
             job_from_row(row, None), datetime.now(UTC), message, "", None, exc
         )
 
+    async def not_started(self, row: JobRow, message: str, exc: BaseException) -> Outcome:
+        """The failed attempt of a claimed job that cannot start (flow control: its
+        partition key function failed on it): recorded, retried or discarded as any
+        failure would be, without running its worker."""
+        reg = self._workers.get(row[KIND])
+        return await self._unreadable(row, datetime.now(UTC), message, exc, reg)
+
     def _expire(self, _job_id: int, runner: Runner) -> None:
         task = runner.task
         if task is not None and not task.done():

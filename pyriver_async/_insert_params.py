@@ -13,6 +13,7 @@ import msgspec
 from ._args import InsertOpts, JobArgs, validate_queue
 from ._driver import InsertParams
 from ._errors import InvalidArgsError, InvalidOptsError
+from ._flow import sequence_metadata
 from ._unique import unique_key
 
 # Dict keys (and sets) are written sorted, as Go's encoding/json writes maps: equal
@@ -297,8 +298,12 @@ def build_plain_params(items: Sequence[object]) -> list[InsertParams] | None:
 
 
 def _check_args_class_of(cls: type) -> bool:
-    """Whether the JobArgs class ``cls`` has its own insert_opts (and remember it)."""
-    own = cls.insert_opts is not JobArgs.insert_opts  # type: ignore[attr-defined]
+    """Whether the JobArgs class ``cls`` has its own insert_opts or sequence_opts (and
+    remember it): its jobs then take the general path."""
+    own = (
+        cls.insert_opts is not JobArgs.insert_opts  # type: ignore[attr-defined]
+        or cls.sequence_opts is not JobArgs.sequence_opts  # type: ignore[attr-defined]
+    )
     if len(_own_opts) < 10_000:
         _own_opts[cls] = own
     return own
@@ -373,6 +378,17 @@ def build_insert_params(
             ukey = unique_key(kind, queue, encoded, o.unique, now)
             ustates = o.unique.states_mask
             on_conflict = o.unique.conflict_mask
+    if cls.sequence_opts is not JobArgs.sequence_opts:
+        # Flow control: the job's sequence, fixed at insert (see _flow.SequenceOpts).
+        in_sequence = sequence_metadata(args)
+        if in_sequence is not None:
+            merged: dict[str, Any] = {}
+            if o is not None:
+                merged.update(o.metadata or {})
+                if o.ephemeral:
+                    merged[EPHEMERAL_KEY] = True
+            merged.update(in_sequence)
+            metadata = _encode_metadata(merged, kind)
     if queue not in _valid_queues:
         validate_queue(queue)
         if len(_valid_queues) < 1000:

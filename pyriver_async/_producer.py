@@ -19,11 +19,13 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
 from ._aio import wait_event
 from ._backoff import reconnect_delays
+from ._claim import Claimer, ClaimResult, PlainClaimer
 from ._completer import Completer
 from ._config import QueueConfig
 from ._driver import Executor as DriverExecutor
@@ -31,7 +33,7 @@ from ._driver import JobRow
 from ._driver.columns import ATTEMPT, ATTEMPTED_AT, ID, KIND, MAX_ATTEMPTS, METADATA, QUEUE
 from ._errors import DatabaseError, MigrationError, TransientDatabaseError
 from ._executor import Executor, cancelled_outcome
-from ._outcome import CancelReason
+from ._outcome import CancelReason, Outcome
 
 __all__ = ["Producer"]
 
@@ -40,6 +42,13 @@ log = logging.getLogger("pyriver_async.producer")
 # How an ephemeral job's key reads in its metadata's JSON text: a substring test on the
 # row costs less than decoding every job's metadata.
 _EPHEMERAL_MARK = '"pyriver:ephemeral"'
+
+# Kind-aware claiming: jobs of a kind nobody here works that have waited this long
+# (seconds) are named in a warning, looked for at most this often, each kind at most
+# once per UNCLAIMED_WARN_EVERY.
+UNCLAIMED_AFTER = 300.0
+UNCLAIMED_CHECK_EVERY = 60.0
+UNCLAIMED_WARN_EVERY = 600.0
 
 
 class _Slot:
@@ -82,6 +91,7 @@ class Producer:
         fetch_cooldown: float,
         poll_interval: float,
         max_completer_backlog: int,
+        claimer: Claimer | None = None,
     ) -> None:
         self.queue = queue
         self.max_workers = config.max_workers
@@ -115,6 +125,17 @@ class Producer:
         self._all_done = asyncio.Event()
         self._all_done.set()
         self.claimed = 0
+        # Flow control (_claim.py): how this queue is claimed; whether the last claim
+        # left jobs waiting on a limit (then a freed slot is a reason to claim again);
+        # the timer for when a rate limit next has room.
+        self.claimer: Claimer = claimer or PlainClaimer(queue, None)
+        self._limited = False
+        self._refill: asyncio.TimerHandle | None = None
+        self._in_sequence: set[int] = set()  # claimed here, outcome not written yet
+        self._next_kind_check = time.monotonic() + UNCLAIMED_CHECK_EVERY
+        self._warned_kinds: dict[str, float] = {}
+        if self.claimer.locked:
+            completer.on_written(self._outcomes_written)
 
     # -- signals from other parts -------------------------------------------------
 
@@ -275,12 +296,25 @@ class Producer:
             return
         self._notified = False
         self._last_fetch = time.monotonic()
-        rows = await self._claim(limit)
-        self._backlog = len(rows) == limit
+        result = await self._claim(limit)
+        rows = result.rows
+        # A claim whose scan ran out behind keys it filled claims again at once: the
+        # next scan skips those keys and reaches the jobs of other keys behind them (a
+        # key's backlog can fill a whole scan).
+        self._backlog = len(rows) == limit or result.more
+        self._limited = result.limited
+        if result.refill_at is not None:
+            self._wake_at(result.refill_at)
         if not rows:
+            if self.claimer.kinds is not None and not result.limited:
+                await self._look_for_unclaimed_kinds()
             return
         self.claimed += len(rows)
         self._all_done.clear()
+        if result.in_sequence:
+            self._in_sequence.update(result.in_sequence)
+        if result.failed:
+            rows = await self._fail_unkeyed(rows, result.failed)
         idle, running = self._idle, self.running
         for rec in rows:
             slot = idle.pop() if idle else self._new_slot()
@@ -307,7 +341,7 @@ class Producer:
             self._unstarted(rec, slot.reason)
             self._release(slot)
 
-    async def _claim(self, limit: int) -> list[JobRow]:
+    async def _claim(self, limit: int) -> ClaimResult:
         async with contextlib.AsyncExitStack() as stack:
             # Waiting for a connection is the one wait stop() may interrupt.
             self._acquiring = True
@@ -317,7 +351,106 @@ class Producer:
                 self._acquiring = False
             if self._orphans_possible:
                 await self._release_orphans(db)
-            return await db.job_claim(queue=self.queue, limit=limit, client_id=self._client_id)
+            claimer = self.claimer
+            if not claimer.locked:
+                return await claimer.claim(
+                    db, limit=limit, client_id=self._client_id, done=(), running_kinds={}
+                )
+            # Jobs that ended here but whose outcome is not written yet are still
+            # `running` in the table; they no longer hold a slot of any limit.
+            return await claimer.claim(
+                db,
+                limit=limit,
+                client_id=self._client_id,
+                done=self._completer.unwritten_ids(),
+                running_kinds=self.running_kinds() if claimer.counts_kinds else {},
+            )
+
+    def running_kinds(self) -> collections.Counter[str]:
+        """This client's running jobs of the queue, per kind."""
+        return collections.Counter(
+            slot.rec[KIND] for slot in self.running.values() if slot.rec is not None
+        )
+
+    # -- flow control ------------------------------------------------------------------
+
+    def _outcomes_written(self, outcomes: Sequence[Outcome]) -> None:
+        """The completer wrote outcomes: the next job of a sequence whose job just
+        ended here may have its turn now (it had to wait for that write)."""
+        seq = self._in_sequence
+        if not seq:
+            return
+        ended = False
+        for o in outcomes:
+            if o.job_id in seq:
+                seq.discard(o.job_id)
+                ended = True
+        if ended and not self._stopping:
+            self.notify()
+
+    async def _fail_unkeyed(
+        self, rows: list[JobRow], failed: Mapping[int, tuple[str, BaseException]]
+    ) -> list[JobRow]:
+        """Jobs whose partition key could not be computed fail at once, with the error
+        recorded; the others run."""
+        for rec in rows:
+            why = failed.get(rec[ID])
+            if why is not None:
+                message, exc = why
+                log.error("queue %r: job %d (kind %r): %s", self.queue, rec[ID], rec[KIND], message)
+                outcome = await self._executor.not_started(rec, message, exc)
+                outcome.attempted_at = rec[ATTEMPTED_AT]
+                outcome.max_attempts = rec[MAX_ATTEMPTS]
+                self._completer.add(outcome)
+        return [rec for rec in rows if rec[ID] not in failed]
+
+    async def _look_for_unclaimed_kinds(self) -> None:
+        """Kind-aware claiming leaves jobs of kinds this client has no worker for; when
+        the queue looks empty here, now and then, name the kinds that have waited
+        long (a deploy that left no worker for them, a typo in a kind)."""
+        now = time.monotonic()
+        if now < self._next_kind_check:
+            return
+        self._next_kind_check = now + UNCLAIMED_CHECK_EVERY
+        kinds = self.claimer.kinds
+        assert kinds is not None
+        try:
+            found = await self._db.flow_unclaimed_kinds(
+                queue=self.queue, kinds=kinds, older_than=UNCLAIMED_AFTER
+            )
+        except DatabaseError as exc:
+            log.debug("queue %r: looking for unclaimed kinds failed: %s", self.queue, exc)
+            return
+        for kind, n, since in found:
+            if self._warned_kinds.get(kind, 0.0) > now:
+                continue
+            self._warned_kinds[kind] = now + UNCLAIMED_WARN_EVERY
+            log.warning(
+                "queue %r: %s%d job(s) of kind %r wait since %s, and this client has no "
+                "worker for that kind (it claims only %s). Deploy a worker that registers "
+                "it, or set QueueConfig(registered_kinds_only=False) to claim every kind.",
+                self.queue,
+                "at least " if n >= 1000 else "",
+                n,
+                kind,
+                since,
+                ", ".join(kinds),
+            )
+
+    def _wake_at(self, when: datetime) -> None:
+        """Claim again when a rate limit has room (an earlier wake-up wins)."""
+        delay = max((when - datetime.now(UTC)).total_seconds(), 0.0) + 0.001
+        loop = asyncio.get_running_loop()
+        at = loop.time() + delay
+        if self._refill is not None:
+            if self._refill.when() <= at:
+                return
+            self._refill.cancel()
+        self._refill = loop.call_at(at, self._refilled)
+
+    def _refilled(self) -> None:
+        self._refill = None
+        self.notify()
 
     async def _release_orphans(self, db: DriverExecutor) -> None:
         """Give back jobs a claim of ours took whose reply never reached us.
@@ -441,6 +574,9 @@ class Producer:
             self.recent_done.append((time.monotonic(), job_id, rec[KIND]))
         if not self.running:
             self._all_done.set()
+        if self._limited:
+            # The last claim left jobs waiting on a limit; this slot may be theirs.
+            self._notified = True
         if self._backlog or self._notified:
             self._wake.set()
 

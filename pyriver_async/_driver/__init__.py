@@ -33,9 +33,13 @@ from .records import (
     COPY_COLUMNS,
     ActionRow,
     ClientRow,
+    FlowClaimed,
+    FlowRules,
+    FlowUsage,
     HorizonHolder,
     InsertedRow,
     InsertParams,
+    KeyedCandidates,
     LeaderInfoRow,
     LeaderRow,
     NextIds,
@@ -50,11 +54,15 @@ __all__ = [
     "COPY_COLUMNS",
     "JOB_COLUMNS",
     "Executor",
+    "FlowClaimed",
+    "FlowRules",
+    "FlowUsage",
     "HorizonHolder",
     "InsertExecutor",
     "InsertParams",
     "InsertedRow",
     "JobRow",
+    "KeyedCandidates",
     "LeaderRow",
     "Listener",
     "NextIds",
@@ -125,7 +133,13 @@ class Executor(InsertExecutor, Protocol):
         ...
 
     # -- jobs: the engine --------------------------------------------------------------
-    async def job_claim(self, *, queue: str, limit: int, client_id: str) -> list[JobRow]: ...
+    async def job_claim(
+        self, *, queue: str, limit: int, client_id: str, kinds: Sequence[str] | None = None
+    ) -> list[JobRow]:
+        """Claim up to ``limit`` available jobs of ``queue`` (of ``kinds`` only, when
+        given), in priority order; the plain claim of a queue without limits."""
+        ...
+
     async def job_complete_many(self, outcomes: Sequence[Outcome]) -> list[int]:
         """Ids of the jobs written (a stale outcome changes nothing)."""
         ...
@@ -218,6 +232,49 @@ class Executor(InsertExecutor, Protocol):
 
     async def pg_horizon_holders(self, *, older_than: float, limit: int) -> list[HorizonHolder]:
         """What holds back this database's vacuum horizon, oldest first."""
+        ...
+
+    # -- flow control (flow.sql; _claim.py, _flow.py) -----------------------------------
+    async def flow_claim(
+        self,
+        *,
+        gate: str,
+        queue: str,
+        limit: int,
+        client_id: str,
+        kinds: Sequence[str] | None,
+        done: Sequence[int],
+        window: int,
+        sequences: bool,
+        rules: FlowRules,
+        fair_rule: int | None,
+        fair_name: str,
+        weight_keys: Sequence[str],
+        weights: Sequence[int],
+        default_weight: int,
+        keyed: KeyedCandidates | None = None,
+    ) -> FlowClaimed:
+        """The claim of a queue with limits: one statement behind the queue's claim
+        gate (``gate``), run again in a transaction holding the gate when it was stale.
+        With ``keyed``, the candidates are read first and their keys computed by
+        ``keyed.compute``."""
+        ...
+
+    async def flow_usage(
+        self, *, queue: str, kinds: Sequence[str] | None, rules: FlowRules, scan: int
+    ) -> list[FlowUsage]:
+        """Per rule and key: jobs running and waiting (the status API)."""
+        ...
+
+    async def flow_unclaimed_kinds(
+        self, *, queue: str, kinds: Sequence[str], older_than: float
+    ) -> list[tuple[str, int, Any]]:
+        """Kinds outside ``kinds`` with jobs waiting in ``queue`` for longer than
+        ``older_than`` seconds: (kind, jobs seen, waiting since)."""
+        ...
+
+    async def flow_prune(self, *, names: Sequence[str]) -> int:
+        """Delete the rows of rate buckets and fair turns of ``names`` that are spent."""
         ...
 
     # -- migrations --------------------------------------------------------------------

@@ -204,6 +204,15 @@ class Queries:
     schema_indexes: Query
     # -- telemetry.sql (issue 19) --
     job_count_by_queue_state: Query
+    # flow.sql (flow control: claims of queues with limits, their status)
+    flow_gate: Query
+    flow_claim: Query
+    flow_claim_capped: Query
+    flow_claim_partitioned: Query
+    flow_candidates: Query
+    flow_usage: Query
+    flow_unclaimed_kinds: Query
+    flow_prune: Query
 
     # insights.sql (the read-only insights of _insights.py and the web UI)
     insights_state_counts: Query
@@ -250,6 +259,7 @@ class Queries:
             "{schema}": qschema,
             "{job_columns}": _cast_columns(JOB_COLUMNS),
             "{job_columns_j}": _cast_columns(JOB_COLUMNS, "j."),
+            "{job_columns_null}": ", ".join("NULL" for _ in JOB_COLUMNS),
             **{"{" + k + "}": quote_literal(v) for k, v in channels.items()},
         }
         pattern = re.compile("|".join(re.escape(k) for k in subst))

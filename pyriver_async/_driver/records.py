@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -15,9 +15,12 @@ __all__ = [
     "COPY_COLUMNS",
     "ActionRow",
     "ClientRow",
+    "FlowClaimed",
+    "FlowRules",
     "HorizonHolder",
     "InsertParams",
     "InsertedRow",
+    "KeyedCandidates",
     "LeaderInfoRow",
     "LeaderRow",
     "NextIds",
@@ -289,3 +292,70 @@ class HorizonHolder:
                 f"prepared {self.age_s or 0:.0f}s ago"
             )
         return f"inactive replication slot {self.name!r} holding xmin {self.xid_age} xids old"
+
+
+# -- flow control (flow.sql) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRules:
+    """The limits of one queue's claim as parallel lists, one element per rule
+    (``_flow_rules`` in flow.sql); built by ``_claim.FlowClaimer``."""
+
+    kind: list[str | None]
+    src: list[str]  # none | args | metadata | kind | fn
+    with_kind: list[bool]
+    f1: list[str | None]
+    f2: list[str | None]
+    f3: list[str | None]
+    name: list[str]
+    cap: list[int | None]
+    local: list[bool]
+    rate_t: list[float | None]
+    rate_tau: list[float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowClaimed:
+    """What a flow claim returned: the job rows it marked running, how many candidates
+    it looked at, whether some bucket was full (jobs waited on a limit), when the
+    earliest empty rate bucket has a token again, and whether it had to run twice."""
+
+    rows: list[Any]
+    candidates: int
+    blocked: bool
+    refill_at: datetime | None
+    #: The first try found another claim had committed while it waited for the gate,
+    #: and the claim ran again behind the gate.
+    retried: bool = False
+    #: The scan of candidates ran out before the free slots did: more jobs may be
+    #: claimable behind the keys this claim filled.
+    more: bool = False
+
+
+class KeyedCandidates(Protocol):
+    """Keys that only the client can compute (a key function of the job), for the
+    candidates that flow_claim may take next."""
+
+    @property
+    def kinds(self) -> Sequence[str]:
+        """The kinds under a key function (the candidates read)."""
+        ...
+
+    def compute(self, rows: Sequence[Any]) -> tuple[str | None, list[int]]:
+        """From the candidate job rows: their keys as JSON ``{"<id>": {"<rule name>":
+        key}}``, and the ids whose key function failed (claimed, to be failed)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FlowUsage:
+    """One rule and key of the status API: jobs running, jobs waiting (among the first
+    ``scanned`` available ones), and for a rate limit when its bucket next has room."""
+
+    rule: int  # from 1, in FlowRules order
+    key: str | None  # the key as JSON text (None: the key function's, not computed yet)
+    running: int
+    waiting: int
+    next_start_at: datetime | None
+    scanned: int

@@ -28,6 +28,7 @@ APPLIED_ALL = [
     "applied main 008 job_id_autoincrement",
     "applied pyriver 001 client_liveness",
     "applied pyriver 002 client_status",
+    "applied pyriver 003 flow_control",
 ]
 
 
@@ -117,6 +118,7 @@ async def test_validate_exits_non_zero_for_a_river_migrated_database(
         "applied main 008 job_id_autoincrement",
         "applied pyriver 001 client_liveness",
         "applied pyriver 002 client_status",
+        "applied pyriver 003 flow_control",
     ]
     valid = await pyriver("migrate", "validate", "--database-url", url)
     assert valid.returncode == 0, valid.stdout

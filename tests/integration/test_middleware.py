@@ -81,10 +81,11 @@ def _workers(seen: list[str] | None = None) -> Workers:
 
 
 def _client(pool: asyncpg.Pool, **kw: Any) -> Client:
+    # Claims every kind, so that a kind with no worker is claimed and its failure seen.
     return Client(
         pool,
         workers=kw.pop("workers", None) or _workers(),
-        queues={"default": QueueConfig(max_workers=5)},
+        queues={"default": QueueConfig(max_workers=5, registered_kinds_only=False)},
         maintenance=False,
         **kw,
     )

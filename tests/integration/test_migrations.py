@@ -49,6 +49,7 @@ ALL_STEPS = [
     ("main", 8, "job_id_autoincrement"),
     ("pyriver", 1, "client_liveness"),
     ("pyriver", 2, "client_status"),
+    ("pyriver", 3, "flow_control"),
 ]
 
 
@@ -96,6 +97,10 @@ EXPECTED_RELATIONS = {
     "pyriver_client": "r",
     "pyriver_client_heartbeat_at_idx": "i",
     "pyriver_client_pkey": "i",
+    "pyriver_flow_state": "r",
+    "pyriver_flow_state_pkey": "i",
+    "pyriver_flow_state_tat_idx": "i",
+    "pyriver_job_sequence_idx": "i",
     "river_job": "r",
     "river_job_args_index": "i",
     "river_job_id_seq": "S",
@@ -208,7 +213,7 @@ async def migrate_like_river(url: str) -> None:
 
 
 def test_known_versions_name_the_latest_of_each_line() -> None:
-    assert known_versions() == {"main": 8, "pyriver": 2}
+    assert known_versions() == {"main": 8, "pyriver": 3}
     steps = [(m.line, m.version, m.name) for ms in load_migrations().values() for m in ms]
     assert steps == ALL_STEPS
 
@@ -363,7 +368,7 @@ async def test_river_migrated_database_is_accepted_as_it_is(
     assert before.ok, before.message  # RIVER-INTEROP: validate accepts River's database
     # River 0.43 stops at main 7: 8 (a no-op on PostgreSQL) and our optional line are
     # listed, and neither makes the database unusable.
-    assert before.missing == [("main", 8), ("pyriver", 1), ("pyriver", 2)]
+    assert before.missing == [("main", 8), ("pyriver", 1), ("pyriver", 2), ("pyriver", 3)]
     assert before.unknown == []
     assert "main line usable as it is" in before.message
     assert "pyriver line not applied (optional" in before.message
@@ -376,6 +381,7 @@ async def test_river_migrated_database_is_accepted_as_it_is(
         ("main", 8, "job_id_autoincrement"),
         ("pyriver", 1, "client_liveness"),
         ("pyriver", 2, "client_status"),
+        ("pyriver", 3, "flow_control"),
     ]
     after = await validate(url)
     assert after.ok, after.message
@@ -395,6 +401,7 @@ async def test_validate_reports_a_database_behind(fresh_database: FreshDatabase)
         ("main", 8),
         ("pyriver", 1),
         ("pyriver", 2),
+        ("pyriver", 3),
     ]
     assert "main line needs versions 6, 7, 8" in result.message
     statuses = await migration_status(url)
@@ -483,15 +490,14 @@ async def test_down_without_target_undoes_pyriver_first_then_main(
 ) -> None:
     url = await fresh_database()
     await migrate(url)
-    assert (await migrate(url, "down")).applied == [ALL_STEPS[-1]]
-    assert (await migrate(url, "down")).applied == [ALL_STEPS[-2]]
-    assert (await migrate(url, "down")).applied == [ALL_STEPS[-3]]
+    main = [step for step in ALL_STEPS if step[0] == "main"]
+    pyriver = [step for step in ALL_STEPS if step[0] == "pyriver"]
+    for step in reversed(pyriver):
+        assert (await migrate(url, "down")).applied == [step]
+    assert (await migrate(url, "down")).applied == [main[-1]]
     assert (await migrate(url, "down", line="pyriver")).applied == []
-    assert (await migrate(url, "up", line="pyriver")).applied == ALL_STEPS[-2:]
-    assert (await migrate(url, "down", line="main", target=5)).applied == [
-        ALL_STEPS[6],
-        ALL_STEPS[5],
-    ]
+    assert (await migrate(url, "up", line="pyriver")).applied == pyriver
+    assert (await migrate(url, "down", line="main", target=5)).applied == [main[6], main[5]]
 
 
 async def test_main_below_005_rolls_back_pyriver_first_unless_line_is_named(
@@ -505,14 +511,7 @@ async def test_main_below_005_rolls_back_pyriver_first_unless_line_is_named(
         assert len(await recorded_versions(conn)) == len(ALL_STEPS)
 
     result = await migrate(url, "down", target=4)
-    assert result.applied == [
-        ALL_STEPS[9],
-        ALL_STEPS[8],
-        ALL_STEPS[7],
-        ALL_STEPS[6],
-        ALL_STEPS[5],
-        ALL_STEPS[4],
-    ]
+    assert result.applied == ALL_STEPS[4:][::-1]
     async with connect(url) as conn:
         # The pre-005 table again: main versions only, one row each.
         assert [r["version"] for r in await conn.fetch("SELECT version FROM river_migration")] == [
@@ -578,7 +577,9 @@ async def test_pyriver_line_needs_main_005(fresh_database: FreshDatabase) -> Non
     with pytest.raises(MigrationError, match="main version 5"):
         await migrate(url, line="pyriver")
     await migrate(url, target=5)
-    assert (await migrate(url, line="pyriver")).applied == ALL_STEPS[-2:]
+    assert (await migrate(url, line="pyriver")).applied == [
+        step for step in ALL_STEPS if step[0] == "pyriver"
+    ]
 
 
 async def test_migrate_accepts_a_pool_and_a_connection(fresh_database: FreshDatabase) -> None:
@@ -634,7 +635,7 @@ def packaged_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 def test_sql_is_read_from_package_data_when_installed(packaged_migrations: Path) -> None:
     assert _migrate.files._migrations_root() == packaged_migrations / "_migrations"
-    assert known_versions() == {"main": 8, "pyriver": 2}
+    assert known_versions() == {"main": 8, "pyriver": 3}
 
 
 def test_a_missing_down_file_is_reported(packaged_migrations: Path) -> None:

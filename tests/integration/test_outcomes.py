@@ -77,7 +77,8 @@ async def client(pool: asyncpg.Pool) -> AsyncIterator[Client]:
     c = Client(
         pool,
         workers=_workers(),
-        queues={"default": QueueConfig(max_workers=10)},
+        # Claims every kind (as River does), so that an unregistered kind is failed.
+        queues={"default": QueueConfig(max_workers=10, registered_kinds_only=False)},
         # The leader's scheduler makes retried jobs available again (within a second).
         maintenance=True,
         retry_policy=lambda job, now: now,  # retry at once: the tests follow attempts

@@ -98,4 +98,5 @@ async def test_installed_wheel_migrates_a_database_from_outside_the_repo(
         *(("main", v) for v in range(1, 9)),
         ("pyriver", 1),
         ("pyriver", 2),
+        ("pyriver", 3),
     ]

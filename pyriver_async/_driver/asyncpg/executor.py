@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .control import ControlQueries
+from .flow import FlowQueries
 from .insights import InsightQueries
 from .jobs import JobQueries
 from .maintenance import ClientQueries, LeaderQueries, PgQueries, QueueQueries
@@ -22,6 +23,7 @@ class AsyncpgExecutor(
     TelemetryQueries,
     ControlQueries,
     InsightQueries,
+    FlowQueries,
 ):
     """Bound to one asyncpg connection (``conn=``) or borrowing from a pool (``pool=``).
 

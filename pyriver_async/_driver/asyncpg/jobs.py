@@ -110,10 +110,18 @@ class JobQueries(Base):
 
     # -- the engine -------------------------------------------------------------------
 
-    async def job_claim(self, *, queue: str, limit: int, client_id: str) -> list[Any]:
+    async def job_claim(
+        self, *, queue: str, limit: int, client_id: str, kinds: Sequence[str] | None = None
+    ) -> list[Any]:
         q = self._queries.job_claim
         rows: list[Any] = await self._fetch(
-            q, q.bind(queue=queue, limit=limit, client_id=client_id)
+            q,
+            q.bind(
+                queue=queue,
+                limit=limit,
+                client_id=client_id,
+                kinds=list(kinds) if kinds is not None else None,
+            ),
         )
         return rows
 

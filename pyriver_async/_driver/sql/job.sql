@@ -151,6 +151,11 @@ SELECT
 -- `id = ANY(ARRAY(...))` keeps the plan an index scan on
 -- river_job_prioritized_fetching_index (`id IN (SELECT ...)` was planned as a hash join).
 -- A paused queue (river_queue.paused_at set) yields nothing, whatever a producer believes.
+-- @kinds (NULL: every kind) is kind-aware claiming: a client claims only the kinds it
+-- has workers for, so that in a rolling deploy an old worker leaves a new kind to the
+-- new ones (a filter on rows the index scan reads anyway; measured to cost nothing
+-- visible, see docs/flow-control.md). Jobs in a sequence (metadata
+-- `pyriver:sequence`) are left to flow_claim, which checks their order.
 UPDATE {schema}.river_job AS j
 SET state = 'running',
     attempt = j.attempt + 1,
@@ -166,6 +171,8 @@ WHERE j.id = ANY(ARRAY(
     WHERE state = 'available'
         AND queue = @queue::text
         AND scheduled_at <= now()
+        AND (@kinds::text[] IS NULL OR kind = ANY(@kinds::text[]))
+        AND NOT metadata ? 'pyriver:sequence'
         AND NOT EXISTS (
             SELECT 1 FROM {schema}.river_queue
             WHERE name = @queue::text AND paused_at IS NOT NULL
