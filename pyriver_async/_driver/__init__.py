@@ -140,6 +140,20 @@ class Executor(InsertExecutor, Protocol):
         given), in priority order; the plain claim of a queue without limits."""
         ...
 
+    async def job_claim_after(
+        self,
+        *,
+        queue: str,
+        limit: int,
+        client_id: str,
+        kinds: Sequence[str] | None,
+        after: tuple[int, datetime, int],
+    ) -> list[JobRow]:
+        """job_claim of the jobs after ``after`` = (priority, scheduled_at, id) in claim
+        order only: a range of the claim index that skips the entries of the jobs
+        claimed before it."""
+        ...
+
     async def job_complete_many(self, outcomes: Sequence[Outcome]) -> list[int]:
         """Ids of the jobs written (a stale outcome changes nothing)."""
         ...

@@ -133,6 +133,7 @@ class Queries:
     job_notify_queues: Query
     job_next_ids: Query
     job_claim: Query
+    job_claim_after: Query
     job_complete_many: Query
     job_delete_completed_many: Query
     job_set_outcome_many: Query

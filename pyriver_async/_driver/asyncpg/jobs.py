@@ -125,6 +125,30 @@ class JobQueries(Base):
         )
         return rows
 
+    async def job_claim_after(
+        self,
+        *,
+        queue: str,
+        limit: int,
+        client_id: str,
+        kinds: Sequence[str] | None,
+        after: tuple[int, datetime, int],
+    ) -> list[Any]:
+        q = self._queries.job_claim_after
+        rows: list[Any] = await self._fetch(
+            q,
+            q.bind(
+                queue=queue,
+                limit=limit,
+                client_id=client_id,
+                kinds=list(kinds) if kinds is not None else None,
+                after_priority=after[0],
+                after_scheduled_at=after[1],
+                after_id=after[2],
+            ),
+        )
+        return rows
+
     async def job_complete_many(self, outcomes: Sequence[Outcome]) -> list[int]:
         return await self._by_claim(self._queries.job_complete_many, outcomes)
 

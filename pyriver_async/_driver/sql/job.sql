@@ -156,6 +156,26 @@ SELECT
 -- new ones (a filter on rows the index scan reads anyway; measured to cost nothing
 -- visible, see docs/flow-control.md). Jobs in a sequence (metadata
 -- `pyriver:sequence`) are left to flow_claim, which checks their order.
+{_claim_head}
+{_claim_tail};
+
+-- name: job_claim_after
+-- job_claim from a position on: the jobs after (@after_priority, @after_scheduled_at,
+-- @after_id) in claim order, a range of the same index. While a queue has a backlog
+-- its producer claims from where its last claim ended, so that a claim does not walk,
+-- from the head of the index, the entries of every job claimed since the vacuum
+-- horizon was last able to move (one old transaction pins it: each of those entries
+-- costs a heap visit, and the cost of a claim would grow with the work done). Jobs
+-- that become available behind the position (due retries, rescues) are claimed by the
+-- producer's full claim, run at least once a second and whenever this one comes up
+-- short (pyriver_async/_claim.py).
+{_claim_head}
+        AND (priority, scheduled_at, id)
+            > (@after_priority::smallint, @after_scheduled_at::timestamptz, @after_id::bigint)
+{_claim_tail};
+
+-- name: _claim_head
+-- (A fragment of the two claims: the UPDATE, and the available jobs of the queue.)
 UPDATE {schema}.river_job AS j
 SET state = 'running',
     attempt = j.attempt + 1,
@@ -177,11 +197,14 @@ WHERE j.id = ANY(ARRAY(
             SELECT 1 FROM {schema}.river_queue
             WHERE name = @queue::text AND paused_at IS NOT NULL
         )
+
+-- name: _claim_tail
+-- (A fragment of the two claims: claim order, the batch, skip what others hold.)
     ORDER BY priority, scheduled_at, id
     LIMIT @limit::int
     FOR UPDATE SKIP LOCKED
 ))
-RETURNING {job_columns_j};
+RETURNING {job_columns_j}
 
 -- name: job_complete_many
 -- The hot path of the completer: jobs that returned normally. The guard (still
