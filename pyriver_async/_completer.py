@@ -183,7 +183,8 @@ class Completer:
     def _hold(self, outcome: Outcome) -> None:
         """Write ``outcome`` on the side, retried with backoff, while its row is held
         by another transaction (a caller's that cancelled or upserted it and has not
-        committed yet): the outcomes after it are written meanwhile, and claims go on."""
+        committed yet), or while putting a refused outcome's job back fails: the
+        outcomes after it are written meanwhile, and claims go on."""
         self._held.append(outcome)
         if self._held_task is None or self._held_task.done():
             self._held_task = asyncio.create_task(self._write_held(), name="pyriver-held")
@@ -373,12 +374,36 @@ class Completer:
             )
 
     async def _write_fallback(self, fallback: Outcome, written: list[Outcome]) -> None:
+        """Write ``fallback`` (a refused outcome's job put back). Transient failures are
+        retried here; a refusal of the statement or an error nobody foresaw (a bug, a
+        value the driver cannot send) is logged and the outcome kept, retried on the
+        side (``_hold``): it is never lost, and the flush loop goes on. Only a refusal
+        of this row itself is raised (the caller logs it; the rescuer's backstop)."""
         while True:
             try:
                 states = await self._executor.job_set_outcome_many([fallback])
             except TransientDatabaseError as exc:
                 await self._failed(exc, 1)
                 continue
+            except (DatabaseError, MigrationError) as exc:
+                if _row_level(exc):
+                    raise
+                log.error(
+                    "job %d: putting it back cannot be written yet (%s); retrying with backoff",
+                    fallback.job_id,
+                    exc,
+                    extra=_fields(fallback),
+                )
+                self._hold(fallback)
+                return
+            except Exception:
+                log.exception(
+                    "job %d: putting it back failed unexpectedly; retrying with backoff",
+                    fallback.job_id,
+                    extra=_fields(fallback),
+                )
+                self._hold(fallback)
+                return
             self._recovered()
             _took(written, [fallback], states)
             return

@@ -126,6 +126,55 @@ async def test_an_outcome_the_database_refuses_puts_its_job_back_at_once(
         await pool.execute("ALTER TABLE river_job DROP CONSTRAINT no_refused_completion")
 
 
+async def test_a_put_back_that_fails_unexpectedly_is_kept_and_written_later(
+    pool: asyncpg.Pool,
+    client: Client,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The outcome is refused (a row-level error), and then writing its put-back meets an
+    # error nobody foresaw (a bug, a value the driver cannot send): the job must not stay
+    # ``running`` for the rescuer's hour, and the completer must go on writing others.
+    await pool.execute(
+        "ALTER TABLE river_job ADD CONSTRAINT no_refused_completion "
+        "CHECK (state <> 'completed' OR kind <> 'outcome_refused')"
+    )
+    try:
+        completer = client._completer
+        assert completer is not None
+        executor = completer._executor
+        real = executor.job_set_outcome_many
+        broke: list[int] = []
+
+        async def once_broken(outcomes: Any) -> Any:
+            if not broke and len(outcomes) == 1 and outcomes[0].state == "retryable":
+                broke.append(outcomes[0].job_id)
+                raise RuntimeError("a value the driver cannot send")
+            return await real(outcomes)
+
+        class Breaks:  # the driver's executor, with that one method wrapped
+            job_set_outcome_many = staticmethod(once_broken)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(executor, name)
+
+        monkeypatch.setattr(completer, "_executor", Breaks())
+        sub = client.subscribe()
+        bad = await client.insert(Refused(), InsertOpts(max_attempts=3))
+
+        async def put_back() -> bool:
+            return bool((await _row(pool, bad.job.id))["state"] == "retryable")
+
+        await eventually(put_back, timeout=15)
+        assert broke == [bad.job.id]  # the unforeseen error did happen, once
+        # Other jobs' outcomes are written meanwhile and after.
+        after = await client.insert(Fine(n=1))
+        assert (await next_event(sub, after.job.id)).state == "completed"
+        assert any("putting it back failed unexpectedly" in r.getMessage() for r in caplog.records)
+    finally:
+        await pool.execute("ALTER TABLE river_job DROP CONSTRAINT no_refused_completion")
+
+
 @pytest.mark.parametrize(
     ("what", "name"), [("system_exit", "SystemExit"), ("keyboard_interrupt", "KeyboardInterrupt")]
 )
