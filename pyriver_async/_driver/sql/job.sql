@@ -21,28 +21,7 @@ WITH inserted AS (
         CASE WHEN s.at > now() THEN 'scheduled' ELSE 'available' END::{schema}.river_job_state,
         @tags::varchar(255)[], @unique_key::bytea, @unique_states::int::bit(8)
     FROM (SELECT coalesce(@scheduled_at::timestamptz, now()) AS at) AS s
-    ON CONFLICT (unique_key)
-        WHERE unique_key IS NOT NULL AND unique_states IS NOT NULL
-            AND {schema}.river_job_state_in_bitmask(unique_states, state)
-        DO UPDATE SET kind = EXCLUDED.kind,
-            -- UniqueOpts.on_conflict (@on_conflict bits: 1 reschedule_earlier, 2
-            -- raise_priority) moves a duplicate that is still waiting.
-            scheduled_at = CASE
-                WHEN (@on_conflict::int & 1) = 1
-                    AND existing.state IN ('available', 'scheduled', 'retryable')
-                    AND EXCLUDED.scheduled_at < existing.scheduled_at
-                THEN EXCLUDED.scheduled_at ELSE existing.scheduled_at END,
-            state = CASE
-                WHEN (@on_conflict::int & 1) = 1
-                    AND existing.state IN ('scheduled', 'retryable')
-                    AND EXCLUDED.scheduled_at < existing.scheduled_at
-                    AND EXCLUDED.scheduled_at <= now()
-                THEN 'available'::{schema}.river_job_state ELSE existing.state END,
-            priority = CASE
-                WHEN (@on_conflict::int & 2) = 2
-                    AND existing.state IN ('available', 'scheduled', 'retryable')
-                    AND EXCLUDED.priority < existing.priority
-                THEN EXCLUDED.priority ELSE existing.priority END
+    {_unique_conflict}
     RETURNING {job_columns}, (xmax <> 0) AS skipped
 )
 SELECT inserted.*,
@@ -83,28 +62,7 @@ inserted AS (
     -- Unique rows lock their index entries in key order, the same in every batch, so
     -- concurrent batches sharing keys wait for each other instead of deadlocking.
     ORDER BY unique_key NULLS FIRST, ord
-    ON CONFLICT (unique_key)
-        WHERE unique_key IS NOT NULL AND unique_states IS NOT NULL
-            AND {schema}.river_job_state_in_bitmask(unique_states, state)
-        DO UPDATE SET kind = EXCLUDED.kind,
-            -- UniqueOpts.on_conflict (@on_conflict bits: 1 reschedule_earlier, 2
-            -- raise_priority) moves a duplicate that is still waiting.
-            scheduled_at = CASE
-                WHEN (@on_conflict::int & 1) = 1
-                    AND existing.state IN ('available', 'scheduled', 'retryable')
-                    AND EXCLUDED.scheduled_at < existing.scheduled_at
-                THEN EXCLUDED.scheduled_at ELSE existing.scheduled_at END,
-            state = CASE
-                WHEN (@on_conflict::int & 1) = 1
-                    AND existing.state IN ('scheduled', 'retryable')
-                    AND EXCLUDED.scheduled_at < existing.scheduled_at
-                    AND EXCLUDED.scheduled_at <= now()
-                THEN 'available'::{schema}.river_job_state ELSE existing.state END,
-            priority = CASE
-                WHEN (@on_conflict::int & 2) = 2
-                    AND existing.state IN ('available', 'scheduled', 'retryable')
-                    AND EXCLUDED.priority < existing.priority
-                THEN EXCLUDED.priority ELSE existing.priority END
+    {_unique_conflict}
     RETURNING {job_columns}, (xmax <> 0) AS skipped
 ),
 notified AS (
@@ -584,3 +542,28 @@ WHERE id = ANY(ARRAY(
     ))
     AND state = @state::text::{schema}.river_job_state
     AND finalized_at < now() - make_interval(secs => @older_than::float8);
+
+-- name: _unique_conflict
+-- A unique duplicate of the inserted row (River's partial unique index is the
+-- arbiter) is returned, not inserted; UniqueOpts.on_conflict (@on_conflict bits:
+-- 1 reschedule_earlier, 2 raise_priority) moves it while it still waits.
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND unique_states IS NOT NULL
+            AND {schema}.river_job_state_in_bitmask(unique_states, state)
+        DO UPDATE SET kind = EXCLUDED.kind,
+            scheduled_at = CASE
+                WHEN (@on_conflict::int & 1) = 1
+                    AND existing.state IN ('available', 'scheduled', 'retryable')
+                    AND EXCLUDED.scheduled_at < existing.scheduled_at
+                THEN EXCLUDED.scheduled_at ELSE existing.scheduled_at END,
+            state = CASE
+                WHEN (@on_conflict::int & 1) = 1
+                    AND existing.state IN ('scheduled', 'retryable')
+                    AND EXCLUDED.scheduled_at < existing.scheduled_at
+                    AND EXCLUDED.scheduled_at <= now()
+                THEN 'available'::{schema}.river_job_state ELSE existing.state END,
+            priority = CASE
+                WHEN (@on_conflict::int & 2) = 2
+                    AND existing.state IN ('available', 'scheduled', 'retryable')
+                    AND EXCLUDED.priority < existing.priority
+                THEN EXCLUDED.priority ELSE existing.priority END
