@@ -17,6 +17,23 @@ __all__ = ["FlowQueries"]
 _N = len(JOB_COLUMNS)
 
 
+def _rule_params(rules: FlowRules) -> dict[str, Any]:
+    """The limits' rules as the flow statements' ``r_*`` parameters (parallel arrays)."""
+    return {
+        "r_kind": rules.kind,
+        "r_src": rules.src,
+        "r_with_kind": rules.with_kind,
+        "r_f1": rules.f1,
+        "r_f2": rules.f2,
+        "r_f3": rules.f3,
+        "r_name": rules.name,
+        "r_cap": rules.cap,
+        "r_local": rules.local,
+        "r_rate_t": rules.rate_t,
+        "r_rate_tau": rules.rate_tau,
+    }
+
+
 def _capped_only(
     rules: FlowRules, fair_rule: int | None, sequences: bool, keyed: KeyedCandidates | None
 ) -> int | None:
@@ -121,17 +138,7 @@ class FlowQueries(Base):
             done=list(done),
             window=window,
             sequences=sequences,
-            r_kind=rules.kind,
-            r_src=rules.src,
-            r_with_kind=rules.with_kind,
-            r_f1=rules.f1,
-            r_f2=rules.f2,
-            r_f3=rules.f3,
-            r_name=rules.name,
-            r_cap=rules.cap,
-            r_local=rules.local,
-            r_rate_t=rules.rate_t,
-            r_rate_tau=rules.rate_tau,
+            **_rule_params(rules),
             fair_rule=fair_rule,
             fair_name=fair_name,
             w_key=list(weight_keys),
@@ -177,17 +184,7 @@ class FlowQueries(Base):
                 kinds=list(kinds) if kinds is not None else None,
                 scan=scan,
                 fk=None,
-                r_kind=rules.kind,
-                r_src=rules.src,
-                r_with_kind=rules.with_kind,
-                r_f1=rules.f1,
-                r_f2=rules.f2,
-                r_f3=rules.f3,
-                r_name=rules.name,
-                r_cap=rules.cap,
-                r_local=rules.local,
-                r_rate_t=rules.rate_t,
-                r_rate_tau=rules.rate_tau,
+                **_rule_params(rules),
             ),
         )
         return [

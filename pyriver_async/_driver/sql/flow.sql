@@ -74,19 +74,7 @@ SELECT * FROM unnest(
 -- plan is prepared once and reused: a custom plan per claim cost ~2 ms of planning,
 -- and with unbounded row estimates the generic plan looked costly enough for JIT
 -- compilation (~130 ms a claim).
-WITH gate AS MATERIALIZED (
-    INSERT INTO {schema}.pyriver_flow_state AS s (name, key, tat, n)
-    VALUES (@gate::text, '', now(), 1)
-    ON CONFLICT (name, key) DO UPDATE SET n = s.n + 1
-    RETURNING s.n, clock_timestamp() AS at
-),
-fresh AS MATERIALIZED (
-    SELECT g.n - 1 = coalesce((
-        SELECT f.n FROM {schema}.pyriver_flow_state AS f
-        WHERE f.name = @gate::text AND f.key = ''
-    ), 0) AS ok, g.at AS now
-    FROM gate AS g
-),
+WITH {_flow_gate_passed},
 rules AS MATERIALIZED (
     {_flow_rules}
 ),
@@ -349,19 +337,7 @@ SELECT {job_columns_null}, NOT (SELECT ok FROM fresh), (SELECT count(*)::int FRO
 -- flow_claim for the most common limit, a queue's global_limit alone (no key, no
 -- kind, no rate, no sequence): the plain claim's statement, behind the same gate,
 -- taking no more than the cap leaves. Same last row as flow_claim.
-WITH gate AS MATERIALIZED (
-    INSERT INTO {schema}.pyriver_flow_state AS s (name, key, tat, n)
-    VALUES (@gate::text, '', now(), 1)
-    ON CONFLICT (name, key) DO UPDATE SET n = s.n + 1
-    RETURNING s.n, clock_timestamp() AS at
-),
-fresh AS MATERIALIZED (
-    SELECT g.n - 1 = coalesce((
-        SELECT f.n FROM {schema}.pyriver_flow_state AS f
-        WHERE f.name = @gate::text AND f.key = ''
-    ), 0) AS ok, g.at AS now
-    FROM gate AS g
-),
+WITH {_flow_gate_passed},
 room AS MATERIALIZED (
     SELECT @cap::int - count(*)::int AS n
     FROM {schema}.river_job
@@ -420,19 +396,7 @@ jsonb_build_array(
 -- then one pass over the candidates with the key computed once per job. Keys at
 -- their cap are skipped in the scan; within the claim, a key takes no more than its
 -- room. Same last row as flow_claim.
-WITH gate AS MATERIALIZED (
-    INSERT INTO {schema}.pyriver_flow_state AS s (name, key, tat, n)
-    VALUES (@gate::text, '', now(), 1)
-    ON CONFLICT (name, key) DO UPDATE SET n = s.n + 1
-    RETURNING s.n, clock_timestamp() AS at
-),
-fresh AS MATERIALIZED (
-    SELECT g.n - 1 = coalesce((
-        SELECT f.n FROM {schema}.pyriver_flow_state AS f
-        WHERE f.name = @gate::text AND f.key = ''
-    ), 0) AS ok, g.at AS now
-    FROM gate AS g
-),
+WITH {_flow_gate_passed},
 used AS MATERIALIZED (
     SELECT coalesce(jsonb_object_agg(u.key, u.n), '{}') AS map,
         coalesce(jsonb_object_agg(u.key, true) FILTER (WHERE u.n >= @part_cap::int), '{}')
@@ -598,3 +562,22 @@ ORDER BY kind;
 -- then, so per-key rules do not leave a row behind for every key ever seen.
 DELETE FROM {schema}.pyriver_flow_state
 WHERE name = ANY(@names::text[]) AND tat < now();
+
+-- name: _flow_gate_passed
+-- The gate of every flow claim: the limits' claims of one queue take turns through
+-- its row. `fresh.ok` is false when another claim committed while this one waited
+-- (its snapshot is stale: the caller runs it again holding the gate); `fresh.now` is
+-- the moment the gate was passed.
+gate AS MATERIALIZED (
+    INSERT INTO {schema}.pyriver_flow_state AS s (name, key, tat, n)
+    VALUES (@gate::text, '', now(), 1)
+    ON CONFLICT (name, key) DO UPDATE SET n = s.n + 1
+    RETURNING s.n, clock_timestamp() AS at
+),
+fresh AS MATERIALIZED (
+    SELECT g.n - 1 = coalesce((
+        SELECT f.n FROM {schema}.pyriver_flow_state AS f
+        WHERE f.name = @gate::text AND f.key = ''
+    ), 0) AS ok, g.at AS now
+    FROM gate AS g
+)
