@@ -36,6 +36,7 @@ QUICK: dict[str, list[str]] = {
     "horizon": ["--jobs", "5000", "--batches", "3"],
     "pooler": ["--single", "300", "--jobs", "5000"],
     "flow": ["--jobs", "10000", "--rate-seconds", "10", "--backlog", "20000"],
+    "telemetry": ["--jobs", "10000", "--runs", "3"],
 }
 FULL: dict[str, list[str]] = {
     "throughput": ["--jobs", "20000,200000", "--workers", "10,100,1000", "--processes", "1,2,4"],
@@ -48,6 +49,7 @@ FULL: dict[str, list[str]] = {
     "horizon": [],
     "pooler": [],
     "flow": ["--runs", "3"],
+    "telemetry": [],
 }
 # --full runs at least this many rounds of these: the per-run ratio to pgqueuer moves
 # by about ±10 % on a shared 2-core machine, so its median wants more than 3.
@@ -64,6 +66,7 @@ ORDER = [
     "horizon",
     "pooler",
     "flow",
+    "telemetry",
 ]
 # generous bounds per benchmark (seconds): a run past them is stopped
 LIMITS = {
@@ -77,6 +80,7 @@ LIMITS = {
     "horizon": 900,
     "pooler": 600,
     "flow": 1200,
+    "telemetry": 900,
 }
 
 
@@ -198,6 +202,14 @@ def headline(names: list[str]) -> None:
         rate = _num(m.get("rate_ratio"))
         rows.append(("rate limit, two processes", f"{rate:.4f} of the rate", "1 +- 5%",
                      _check(abs(rate - 1), 0.05, False)))  # fmt: skip
+    tm = _load("telemetry") if "telemetry" in names else None
+    if tm:
+        m = tm["medians"]
+        r = _num(m.get("ratio_no_sdk"))
+        rows.append(("drain, telemetry on, no SDK", f"{r * 100:.0f}% of off", "~100%",
+                     _check(r, 0.95)))  # fmt: skip
+        r = _num(m.get("ratio_sdk"))
+        rows.append(("drain, OpenTelemetry SDK", f"{r * 100:.0f}% of off", "(measured)", "-"))
     if not rows:
         return
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
