@@ -128,7 +128,9 @@ class Client:
       anyway.
     - ``soft_stop_timeout`` (default 25 s; ``None``: wait for ever) and
       ``hard_stop_timeout`` (default 5 s): how long :meth:`stop` waits for running
-      jobs before cancelling them, and how long it then waits for them to end.
+      jobs before cancelling them, and how long it then waits for them to end
+      (``hard_stop_timeout`` also bounds each wait for async hooks still running:
+      see :class:`Hook`).
     - ``rescue_stuck_jobs_after`` (default 1 h), ``heartbeat_interval`` (5 s),
       ``dead_client_after`` (30 s), retention of ``completed``/``cancelled``/
       ``discarded`` jobs (24 h / 24 h / 7 days; 0 keeps them for ever) and

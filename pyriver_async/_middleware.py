@@ -468,7 +468,9 @@ class Hook:
     ``kinds``: the job kinds this hook is for (``None``: every kind).
 
     A hook runs after the outcome is written, in the completer's task: keep it quick.
-    An ``async def`` hook is run as a task of its own, awaited at shutdown. A hook
+    An ``async def`` hook is run as a task of its own; shutdown waits for it up to
+    ``hard_stop_timeout``, then cancels it and waits as long again, then abandons it
+    (logged) if it ignores cancellation. A synchronous hook must never block. A hook
     that raises is logged (first time with its traceback, then at most once a
     minute) and never stops the engine.
     """
