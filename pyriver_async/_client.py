@@ -447,8 +447,7 @@ class Client:
         # caller's transaction, though: it may still roll back, and the NOTIFY arrives
         # only if it commits.
         if job.state is JobState.RUNNING and conn is None:
-            for p in self._producers.values():
-                p.cancel_job(job_id)
+            self._cancel_running(job_id, job.queue)
         return job
 
     async def pause(self, queue: str = "*", *, conn: InsertConnection | None = None) -> None:
@@ -561,8 +560,7 @@ class Client:
         if conn is None:
             for r in results:
                 if r.job is not None and r.job.state is JobState.RUNNING:
-                    for p in self._producers.values():
-                        p.cancel_job(r.job_id)
+                    self._cancel_running(r.job_id, r.job.queue)
         return results
 
     async def delete(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
@@ -731,12 +729,24 @@ class Client:
             elif action == "cancel":
                 job_id = msg.get("job_id")
                 if isinstance(job_id, int):
-                    for p in self._producers.values():
-                        p.cancel_job(job_id)
+                    queue = msg.get("queue")
+                    self._cancel_running(job_id, queue if isinstance(queue, str) else None)
             elif action == "finished" and self._waiters:
                 self._waiters.on_message(channel, msg)
         elif channel == q.leadership_channel and self._maintenance is not None:
             self._maintenance.on_leadership_message(msg)
+
+    def _cancel_running(self, job_id: int, queue: str | None) -> None:
+        """Cancel a running job if it runs here. The producer of its queue remembers
+        the id for a moment if the job is not known yet (a claim's reply may still be
+        on its way); without a queue named, every producer does."""
+        if queue is not None:
+            p = self._producers.get(queue)
+            if p is not None:
+                p.cancel_job(job_id)
+            return
+        for p in self._producers.values():
+            p.cancel_job(job_id)
 
     def _on_read_only(self) -> None:
         for p in self._producers.values():
