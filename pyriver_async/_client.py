@@ -543,7 +543,8 @@ class Client:
     ) -> builtins.list[JobActionResult]:
         """:meth:`retry` for many jobs (ids, or every job a :class:`JobFilter` matches, up
         to ``limit``), in batches; one :class:`JobActionResult` per job, never all or
-        nothing."""
+        nothing. Each job is acted on at most once a call (a job retried in one batch
+        that matches the filter again in a later one is not retried again)."""
         return await _control.act(await self._db(conn), "retry", ids_or_filter, limit=limit)
 
     async def cancel_many(
