@@ -34,7 +34,7 @@ from ._control import (
 from ._driver import Executor as DriverExecutor
 from ._driver import InsertExecutor, Queries
 from ._driver.asyncpg import AsyncpgDriver
-from ._driver.connections import ClientDatabase, InsertConnection
+from ._driver.connections import ClientDatabase, ControlConnection, InsertConnection
 from ._driver.records import HorizonHolder
 from ._driver.resolve import executor_for, insert_executor_for
 from ._errors import (
@@ -369,8 +369,9 @@ class Client:
         """The library's SQL for this client's schema (diagnostics, tests)."""
         return self._driver.queries
 
-    async def _db(self, conn: InsertConnection | None = None) -> DriverExecutor:
-        """The engine's executor, or one bound to the caller's asyncpg connection."""
+    async def _db(self, conn: ControlConnection | None = None) -> DriverExecutor:
+        """The engine's executor, or one bound to the caller's asyncpg connection or
+        pool (ConfigError for another library's: those can only insert)."""
         if conn is None:
             await self._driver.open()
             return self._driver.executor()
@@ -428,14 +429,14 @@ class Client:
 
     # -- control -----------------------------------------------------------------------
 
-    async def get(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+    async def get(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]:
         """The job with this id (args decoded when its kind is known); JobNotFoundError if none."""
         row = await (await self._db(conn)).job_get(id=job_id)
         if row is None:
             raise JobNotFoundError(f"no job with id {job_id}")
         return read_job(row)
 
-    async def cancel(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+    async def cancel(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]:
         """Cancel a job. Not yet running: ``cancelled`` at once. Running: its coroutine is
         cancelled in whichever process runs it, and it ends ``cancelled`` without retry.
         Already finalized: unchanged. Returns the job as it now is."""
@@ -450,7 +451,7 @@ class Client:
             self._cancel_running(job_id, job.queue)
         return job
 
-    async def pause(self, queue: str = "*", *, conn: InsertConnection | None = None) -> None:
+    async def pause(self, queue: str = "*", *, conn: ControlConnection | None = None) -> None:
         """Stop every producer of ``queue`` (``"*"``: every queue) in every process
         from claiming jobs; persisted, so clients started later respect it."""
         if queue != "*":
@@ -458,7 +459,7 @@ class Client:
         await (await self._db(conn)).queue_pause(name=queue)
         self._apply_pause(queue, True)
 
-    async def resume(self, queue: str = "*", *, conn: InsertConnection | None = None) -> None:
+    async def resume(self, queue: str = "*", *, conn: ControlConnection | None = None) -> None:
         """Undo :meth:`pause` for ``queue`` (``"*"``: every queue)."""
         if queue != "*":
             validate_queue(queue)
@@ -466,7 +467,7 @@ class Client:
         self._apply_pause(queue, False)
 
     async def horizon_holders(
-        self, *, older_than: timedelta | float = 60.0, conn: InsertConnection | None = None
+        self, *, older_than: timedelta | float = 60.0, conn: ControlConnection | None = None
     ) -> list[HorizonHolder]:
         """What holds this database's vacuum horizon back for longer than
         ``older_than``, oldest first: sessions with an old transaction (pid,
@@ -499,7 +500,7 @@ class Client:
         limit: int = 100,
         cursor: str | None = None,
         scan_budget: int = 10_000,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
         **filters: Any,
     ) -> JobPage:
         """A page of jobs matching ``filter`` (a :class:`JobFilter`) and/or the same
@@ -526,7 +527,7 @@ class Client:
         )
         return await _control.list_jobs(await self._db(conn), spec)
 
-    async def retry(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+    async def retry(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]:
         """Make a job ``available`` now (River's retry): attempt kept, max_attempts raised
         by one when used up, a wake-up sent so a worker starts it at once. Works on
         finalized, retryable, scheduled and pending jobs; a job already available and
@@ -538,7 +539,7 @@ class Client:
         self,
         ids_or_filter: Sequence[int] | JobFilter,
         *,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
         limit: int | None = None,
     ) -> builtins.list[JobActionResult]:
         """:meth:`retry` for many jobs (ids, or every job a :class:`JobFilter` matches, up
@@ -551,7 +552,7 @@ class Client:
         self,
         ids_or_filter: Sequence[int] | JobFilter,
         *,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
         limit: int | None = None,
     ) -> builtins.list[JobActionResult]:
         """:meth:`cancel` for many jobs; one :class:`JobActionResult` per job. A running
@@ -564,7 +565,7 @@ class Client:
                     self._cancel_running(r.job_id, r.job.queue)
         return results
 
-    async def delete(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+    async def delete(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]:
         """Delete a job; returns the deleted row. Raises :class:`JobNotFoundError`, or
         :class:`JobRefusedError` for a running job (cancel it first)."""
         return await _control.act_one(await self._db(conn), "delete", job_id)
@@ -573,7 +574,7 @@ class Client:
         self,
         ids_or_filter: Sequence[int] | JobFilter,
         *,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
         limit: int | None = None,
     ) -> builtins.list[JobActionResult]:
         """:meth:`delete` for many jobs; one :class:`JobActionResult` per job (running
@@ -581,32 +582,32 @@ class Client:
         return await _control.act(await self._db(conn), "delete", ids_or_filter, limit=limit)
 
     async def list_queues(
-        self, *, count_cap: int = 10_000, conn: InsertConnection | None = None
+        self, *, count_cap: int = 10_000, conn: ControlConnection | None = None
     ) -> builtins.list[QueueInfo]:
         """Every queue (a ``river_queue`` row, or jobs in it) with its jobs per state:
         exact up to ``count_cap``, the planner's estimate above (``counts_exact``)."""
         return await _control.queue_infos(await self._db(conn), None, count_cap)
 
     async def get_queue(
-        self, name: str, *, count_cap: int = 10_000, conn: InsertConnection | None = None
+        self, name: str, *, count_cap: int = 10_000, conn: ControlConnection | None = None
     ) -> QueueInfo:
         """One queue as :meth:`list_queues` gives it; :class:`QueueNotFoundError` if it
         has neither a ``river_queue`` row nor jobs."""
         return await _control.queue_info(await self._db(conn), name, count_cap)
 
     async def list_clients(
-        self, *, conn: InsertConnection | None = None
+        self, *, conn: ControlConnection | None = None
     ) -> builtins.list[ClientInfo]:
         """The clients' liveness rows (host, pid, version, queues with max workers and
         running jobs, heartbeat age, leader). Empty on a schema without the pyriver
         migration line (see :meth:`liveness_available`)."""
         return await _control.client_infos(await self._db(conn))
 
-    async def liveness_available(self, *, conn: InsertConnection | None = None) -> bool:
+    async def liveness_available(self, *, conn: ControlConnection | None = None) -> bool:
         """Whether the schema has the liveness table (the pyriver migration line)."""
         return await (await self._db(conn)).client_table_exists()
 
-    async def leader(self, *, conn: InsertConnection | None = None) -> LeaderInfo | None:
+    async def leader(self, *, conn: ControlConnection | None = None) -> LeaderInfo | None:
         """Who leads maintenance now (``river_leader``), or None."""
         return await _control.leader_info(await self._db(conn))
 
