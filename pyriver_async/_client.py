@@ -393,6 +393,16 @@ class Client:
         after it commits, gone if it rolls back. Without, it is inserted and committed
         at once.
 
+        When ``conn`` has no transaction open, the insert does what any statement of
+        the caller's would on it: in autocommit mode (an asyncpg connection outside
+        ``transaction()``, an asyncpg pool, psycopg with ``autocommit=True``,
+        SQLAlchemy with ``isolation_level="AUTOCOMMIT"``) the job is committed before
+        the call returns; a psycopg connection outside autocommit (its default) or a
+        SQLAlchemy ``AsyncSession`` / ``AsyncConnection`` (autobegin) opens its
+        transaction at the insert, which the caller then commits or rolls back. An
+        insert middleware's ``batch.in_transaction`` says only whether a transaction
+        was open as the insert began: False in both of those cases.
+
         Raises :class:`InvalidArgsError` / :class:`InvalidOptsError` before writing
         anything when the args or options are invalid.
         """

@@ -309,7 +309,11 @@ class InsertBatch:
       metadata (made on first access: a middleware that never looks costs nothing);
     - ``batch.add_metadata({...})``: set keys in every job's metadata at once (encoded
       once: the cheap way to stamp a tenant or a request id on a large batch);
-    - ``batch.in_transaction``: whether the insert joins the caller's transaction.
+    - ``batch.in_transaction``: whether a transaction was open on ``conn`` as the
+      insert began. False for an insert without ``conn``, in autocommit mode
+      (committed at once), and also where the library opens the caller's transaction
+      at the first statement (psycopg outside autocommit, SQLAlchemy's autobegin: the
+      job joins it and the caller commits); see :meth:`Client.insert`.
     """
 
     __slots__ = ("_engine_extra", "_extra", "_jobs", "_params", "_write", "in_transaction")
