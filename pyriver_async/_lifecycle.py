@@ -1,6 +1,10 @@
 """What happens once the completer has written a batch of outcomes: hooks fire, event
 subscribers and local waiters hear of it. Everything here reports what the database
-took (the completer passes only the outcomes it wrote, with the state written)."""
+took (the completer passes only the outcomes it wrote, with the state written).
+
+Delivery is best effort, at most as reliable as the completer's view of its writes:
+after a write whose reply was lost, the completer's retry may report an outcome
+twice, or find it recorded already and ignore it (nothing reported). See ``Hook``."""
 
 from __future__ import annotations
 

@@ -477,6 +477,14 @@ class Hook:
     (logged) if it ignores cancellation. A synchronous hook must never block. A hook
     that raises is logged (first time with its traceback, then at most once a
     minute) and never stops the engine.
+
+    Hooks are best-effort notifications, not a record: normally a hook is called once
+    for each outcome written, but when the reply to a write is lost (the connection
+    dropped after the server committed) the completer writes again, and then a hook
+    may be called twice for one outcome, or never for an outcome that the later write
+    found already recorded (its row no longer running) and so ignored. A process that
+    dies, or a shutdown that abandons a hook, also loses calls. Make hooks idempotent,
+    and read the job (``client.get``) where the outcome must be known for sure.
     """
 
     kinds: Collection[str] | None = None
