@@ -34,7 +34,7 @@ from ._control import (
 from ._driver import Executor as DriverExecutor
 from ._driver import InsertExecutor, Queries
 from ._driver.asyncpg import AsyncpgDriver
-from ._driver.connections import ClientDatabase, InsertConnection
+from ._driver.connections import ClientDatabase, ControlConnection, InsertConnection
 from ._driver.records import HorizonHolder
 from ._driver.resolve import executor_for, insert_executor_for
 from ._errors import (
@@ -128,7 +128,9 @@ class Client:
       anyway.
     - ``soft_stop_timeout`` (default 25 s; ``None``: wait for ever) and
       ``hard_stop_timeout`` (default 5 s): how long :meth:`stop` waits for running
-      jobs before cancelling them, and how long it then waits for them to end.
+      jobs before cancelling them, and how long it then waits for them to end
+      (``hard_stop_timeout`` also bounds each wait for async hooks still running:
+      see :class:`Hook`).
     - ``rescue_stuck_jobs_after`` (default 1 h), ``heartbeat_interval`` (5 s),
       ``dead_client_after`` (30 s), retention of ``completed``/``cancelled``/
       ``discarded`` jobs (24 h / 24 h / 7 days; 0 keeps them for ever) and
@@ -367,8 +369,9 @@ class Client:
         """The library's SQL for this client's schema (diagnostics, tests)."""
         return self._driver.queries
 
-    async def _db(self, conn: InsertConnection | None = None) -> DriverExecutor:
-        """The engine's executor, or one bound to the caller's asyncpg connection."""
+    async def _db(self, conn: ControlConnection | None = None) -> DriverExecutor:
+        """The engine's executor, or one bound to the caller's asyncpg connection or
+        pool (ConfigError for another library's: those can only insert)."""
         if conn is None:
             await self._driver.open()
             return self._driver.executor()
@@ -389,6 +392,16 @@ class Client:
         wake-up notification are part of that transaction: visible to workers only
         after it commits, gone if it rolls back. Without, it is inserted and committed
         at once.
+
+        When ``conn`` has no transaction open, the insert does what any statement of
+        the caller's would on it: in autocommit mode (an asyncpg connection outside
+        ``transaction()``, an asyncpg pool, psycopg with ``autocommit=True``,
+        SQLAlchemy with ``isolation_level="AUTOCOMMIT"``) the job is committed before
+        the call returns; a psycopg connection outside autocommit (its default) or a
+        SQLAlchemy ``AsyncSession`` / ``AsyncConnection`` (autobegin) opens its
+        transaction at the insert, which the caller then commits or rolls back. An
+        insert middleware's ``batch.in_transaction`` says only whether a transaction
+        was open as the insert began: False in both of those cases.
 
         Raises :class:`InvalidArgsError` / :class:`InvalidOptsError` before writing
         anything when the args or options are invalid.
@@ -426,14 +439,14 @@ class Client:
 
     # -- control -----------------------------------------------------------------------
 
-    async def get(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+    async def get(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]:
         """The job with this id (args decoded when its kind is known); JobNotFoundError if none."""
         row = await (await self._db(conn)).job_get(id=job_id)
         if row is None:
             raise JobNotFoundError(f"no job with id {job_id}")
         return read_job(row)
 
-    async def cancel(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+    async def cancel(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]:
         """Cancel a job. Not yet running: ``cancelled`` at once. Running: its coroutine is
         cancelled in whichever process runs it, and it ends ``cancelled`` without retry.
         Already finalized: unchanged. Returns the job as it now is."""
@@ -445,11 +458,10 @@ class Client:
         # caller's transaction, though: it may still roll back, and the NOTIFY arrives
         # only if it commits.
         if job.state is JobState.RUNNING and conn is None:
-            for p in self._producers.values():
-                p.cancel_job(job_id)
+            self._cancel_running(job_id, job.queue)
         return job
 
-    async def pause(self, queue: str = "*", *, conn: InsertConnection | None = None) -> None:
+    async def pause(self, queue: str = "*", *, conn: ControlConnection | None = None) -> None:
         """Stop every producer of ``queue`` (``"*"``: every queue) in every process
         from claiming jobs; persisted, so clients started later respect it."""
         if queue != "*":
@@ -457,7 +469,7 @@ class Client:
         await (await self._db(conn)).queue_pause(name=queue)
         self._apply_pause(queue, True)
 
-    async def resume(self, queue: str = "*", *, conn: InsertConnection | None = None) -> None:
+    async def resume(self, queue: str = "*", *, conn: ControlConnection | None = None) -> None:
         """Undo :meth:`pause` for ``queue`` (``"*"``: every queue)."""
         if queue != "*":
             validate_queue(queue)
@@ -465,7 +477,7 @@ class Client:
         self._apply_pause(queue, False)
 
     async def horizon_holders(
-        self, *, older_than: timedelta | float = 60.0, conn: InsertConnection | None = None
+        self, *, older_than: timedelta | float = 60.0, conn: ControlConnection | None = None
     ) -> list[HorizonHolder]:
         """What holds this database's vacuum horizon back for longer than
         ``older_than``, oldest first: sessions with an old transaction (pid,
@@ -498,7 +510,7 @@ class Client:
         limit: int = 100,
         cursor: str | None = None,
         scan_budget: int = 10_000,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
         **filters: Any,
     ) -> JobPage:
         """A page of jobs matching ``filter`` (a :class:`JobFilter`) and/or the same
@@ -525,7 +537,7 @@ class Client:
         )
         return await _control.list_jobs(await self._db(conn), spec)
 
-    async def retry(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+    async def retry(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]:
         """Make a job ``available`` now (River's retry): attempt kept, max_attempts raised
         by one when used up, a wake-up sent so a worker starts it at once. Works on
         finalized, retryable, scheduled and pending jobs; a job already available and
@@ -537,19 +549,20 @@ class Client:
         self,
         ids_or_filter: Sequence[int] | JobFilter,
         *,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
         limit: int | None = None,
     ) -> builtins.list[JobActionResult]:
         """:meth:`retry` for many jobs (ids, or every job a :class:`JobFilter` matches, up
         to ``limit``), in batches; one :class:`JobActionResult` per job, never all or
-        nothing."""
+        nothing. Each job is acted on at most once a call (a job retried in one batch
+        that matches the filter again in a later one is not retried again)."""
         return await _control.act(await self._db(conn), "retry", ids_or_filter, limit=limit)
 
     async def cancel_many(
         self,
         ids_or_filter: Sequence[int] | JobFilter,
         *,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
         limit: int | None = None,
     ) -> builtins.list[JobActionResult]:
         """:meth:`cancel` for many jobs; one :class:`JobActionResult` per job. A running
@@ -559,11 +572,10 @@ class Client:
         if conn is None:
             for r in results:
                 if r.job is not None and r.job.state is JobState.RUNNING:
-                    for p in self._producers.values():
-                        p.cancel_job(r.job_id)
+                    self._cancel_running(r.job_id, r.job.queue)
         return results
 
-    async def delete(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]:
+    async def delete(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]:
         """Delete a job; returns the deleted row. Raises :class:`JobNotFoundError`, or
         :class:`JobRefusedError` for a running job (cancel it first)."""
         return await _control.act_one(await self._db(conn), "delete", job_id)
@@ -572,7 +584,7 @@ class Client:
         self,
         ids_or_filter: Sequence[int] | JobFilter,
         *,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
         limit: int | None = None,
     ) -> builtins.list[JobActionResult]:
         """:meth:`delete` for many jobs; one :class:`JobActionResult` per job (running
@@ -580,32 +592,32 @@ class Client:
         return await _control.act(await self._db(conn), "delete", ids_or_filter, limit=limit)
 
     async def list_queues(
-        self, *, count_cap: int = 10_000, conn: InsertConnection | None = None
+        self, *, count_cap: int = 10_000, conn: ControlConnection | None = None
     ) -> builtins.list[QueueInfo]:
         """Every queue (a ``river_queue`` row, or jobs in it) with its jobs per state:
         exact up to ``count_cap``, the planner's estimate above (``counts_exact``)."""
         return await _control.queue_infos(await self._db(conn), None, count_cap)
 
     async def get_queue(
-        self, name: str, *, count_cap: int = 10_000, conn: InsertConnection | None = None
+        self, name: str, *, count_cap: int = 10_000, conn: ControlConnection | None = None
     ) -> QueueInfo:
         """One queue as :meth:`list_queues` gives it; :class:`QueueNotFoundError` if it
         has neither a ``river_queue`` row nor jobs."""
         return await _control.queue_info(await self._db(conn), name, count_cap)
 
     async def list_clients(
-        self, *, conn: InsertConnection | None = None
+        self, *, conn: ControlConnection | None = None
     ) -> builtins.list[ClientInfo]:
         """The clients' liveness rows (host, pid, version, queues with max workers and
         running jobs, heartbeat age, leader). Empty on a schema without the pyriver
         migration line (see :meth:`liveness_available`)."""
         return await _control.client_infos(await self._db(conn))
 
-    async def liveness_available(self, *, conn: InsertConnection | None = None) -> bool:
+    async def liveness_available(self, *, conn: ControlConnection | None = None) -> bool:
         """Whether the schema has the liveness table (the pyriver migration line)."""
         return await (await self._db(conn)).client_table_exists()
 
-    async def leader(self, *, conn: InsertConnection | None = None) -> LeaderInfo | None:
+    async def leader(self, *, conn: ControlConnection | None = None) -> LeaderInfo | None:
         """Who leads maintenance now (``river_leader``), or None."""
         return await _control.leader_info(await self._db(conn))
 
@@ -729,12 +741,24 @@ class Client:
             elif action == "cancel":
                 job_id = msg.get("job_id")
                 if isinstance(job_id, int):
-                    for p in self._producers.values():
-                        p.cancel_job(job_id)
+                    queue = msg.get("queue")
+                    self._cancel_running(job_id, queue if isinstance(queue, str) else None)
             elif action == "finished" and self._waiters:
                 self._waiters.on_message(channel, msg)
         elif channel == q.leadership_channel and self._maintenance is not None:
             self._maintenance.on_leadership_message(msg)
+
+    def _cancel_running(self, job_id: int, queue: str | None) -> None:
+        """Cancel a running job if it runs here. The producer of its queue remembers
+        the id for a moment if the job is not known yet (a claim's reply may still be
+        on its way); without a queue named, every producer does."""
+        if queue is not None:
+            p = self._producers.get(queue)
+            if p is not None:
+                p.cancel_job(job_id)
+            return
+        for p in self._producers.values():
+            p.cancel_job(job_id)
 
     def _on_read_only(self) -> None:
         for p in self._producers.values():

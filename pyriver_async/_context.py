@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ._args import InsertOpts, JobArgs
-from ._driver.connections import InsertConnection
+from ._driver.connections import ControlConnection, InsertConnection
 from ._errors import InvalidOutputError, OutputTooLargeError
 from ._insert import InsertResult
 from ._insert_params import encode_json
@@ -37,9 +37,9 @@ class JobClient(Protocol):
         conn: InsertConnection | None = None,
     ) -> list[InsertResult]: ...
 
-    async def get(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]: ...
+    async def get(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]: ...
 
-    async def cancel(self, job_id: int, *, conn: InsertConnection | None = None) -> Job[Any]: ...
+    async def cancel(self, job_id: int, *, conn: ControlConnection | None = None) -> Job[Any]: ...
 
     @property
     def pool(self) -> Any:

@@ -563,7 +563,8 @@ async def act(
     limit: int | None = None,
 ) -> list[JobActionResult]:
     """Apply ``action`` to ids (in their order, duplicates once) or to every job a
-    filter matches, in batches of :data:`BULK_BATCH`; one result per job."""
+    filter matches, in batches of :data:`BULK_BATCH`; one result per job, each job
+    acted on at most once."""
     most = _check_limit(limit)
     out: list[JobActionResult] = []
     if isinstance(ids_or_filter, JobFilter):
@@ -571,6 +572,9 @@ async def act(
         build_spec(f)  # refuse a bad filter before acting on anything
         order = natural_order(f.states)
         cursor: str | None = None
+        # The walk's order key can change under the action (a retry moves scheduled_at
+        # to now): a job acted on in one batch may match again ahead of the cursor.
+        done: set[int] = set()
         while most is None or len(out) < most:
             size = BULK_BATCH if most is None else min(BULK_BATCH, most - len(out))
             try:
@@ -581,8 +585,10 @@ async def act(
                     raise
                 order = JobOrder.ID  # too many index ranges to walk in that order
                 continue
-            if page.jobs:
-                out += await _act_ids(ex, action, [j.id for j in page.jobs])
+            fresh = [j.id for j in page.jobs if j.id not in done]
+            if fresh:
+                done.update(fresh)
+                out += await _act_ids(ex, action, fresh)
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor

@@ -46,7 +46,14 @@ from ._rows import job_from_row, read_job
 from ._timeouts import TimeoutQueue
 from ._workers import UNSET, Registration, Workers, to_timeout
 
-__all__ = ["ERROR_HANDLER_TIMEOUT", "Executor", "Runner", "cancelled_outcome", "job_fields"]
+__all__ = [
+    "ERROR_HANDLER_TIMEOUT",
+    "Executor",
+    "Runner",
+    "cancelled_outcome",
+    "job_fields",
+    "timeout_error",
+]
 
 # How long an async error handler may take before the attempt's outcome is decided
 # without it (it holds the job's slot meanwhile).
@@ -116,6 +123,13 @@ def _job_logger_factory(row: JobRow) -> Callable[[], logging.LoggerAdapter[loggi
 def _first_line(text: str, limit: int = 300) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[:limit] + "…"
+
+
+def timeout_error(timeout: timedelta | None, worker: str, note: str = "") -> JobTimeoutError:
+    """The error of an attempt its deadline cancelled (the job let the cancellation
+    out): the engine's, and :func:`pyriver_async.testing.work_job`'s. A ``TimeoutError``
+    the job raises itself before its deadline is a failure like any other."""
+    return JobTimeoutError(f"job timed out after {timeout} (worker {worker}){note}")
 
 
 class Executor:
@@ -452,8 +466,8 @@ class Executor:
                 note = f"; {exc.args[0]}" if reg.blocking and exc.args else ""
                 if reason is CancelReason.TIMEOUT:
                     task.uncancel()  # handled here: the task goes on to report its outcome
-                    message = f"job timed out after {timeout} (worker {reg.name}){note}"
-                    failed = (message, "", JobTimeoutError(message))
+                    timed_out = timeout_error(timeout, reg.name, note)
+                    failed = (str(timed_out), "", timed_out)
                 else:
                     outcome = cancelled_outcome(job_id, job.attempt, job.queue, started, reason)
                     if note and reason is CancelReason.CANCEL:

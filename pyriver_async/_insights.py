@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._driver import Executor
-from ._driver.connections import InsertConnection
+from ._driver.connections import ControlConnection
 from ._errors import JobNotFoundError
 from ._job import Job, JobState
 from ._rows import read_job
@@ -327,7 +327,7 @@ class Insights:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    async def _ex(self, conn: InsertConnection | None) -> Executor:
+    async def _ex(self, conn: ControlConnection | None) -> Executor:
         return await self._client._db(conn)
 
     # -- counts ------------------------------------------------------------------
@@ -338,7 +338,7 @@ class Insights:
         cap: int = 100_000,
         final_cap: int = 10_000,
         window: timedelta = timedelta(hours=1),
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
     ) -> StateCounts:
         """Jobs per active state (exact up to ``cap``) and per final state (exact up to
         ``final_cap``: finalized jobs pile up, their estimate serves above it), planner
@@ -373,7 +373,7 @@ class Insights:
                 out[_STATE[name]] = round(total * freq)
         return out, total
 
-    async def max_id(self, *, conn: InsertConnection | None = None) -> int | None:
+    async def max_id(self, *, conn: ControlConnection | None = None) -> int | None:
         """The newest job id (None for an empty table)."""
         return await (await self._ex(conn)).insights_max_id()
 
@@ -385,7 +385,7 @@ class Insights:
         until: datetime | None = None,
         *,
         bin: timedelta = timedelta(minutes=1),
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
     ) -> list[ThroughputBin]:
         """Jobs finalized per ``bin`` in ``[since, until)``, every bin present (zeros too)."""
         until = until or _utcnow()
@@ -411,7 +411,7 @@ class Insights:
         until: datetime | None = None,
         *,
         limit: int = 100_000,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
     ) -> Breakdown:
         """Jobs finalized in ``[since, until)`` per queue, kind, state and duration
         bucket (reads those rows: keep windows short); the newest ``limit`` at most."""
@@ -434,7 +434,7 @@ class Insights:
 
     # -- queues and kinds -------------------------------------------------------------
 
-    async def queue_names(self, *, conn: InsertConnection | None = None) -> list[str]:
+    async def queue_names(self, *, conn: ControlConnection | None = None) -> list[str]:
         """Every queue that has a ``river_queue`` row or at least one job."""
         ex = await self._ex(conn)
         names = {r["queue"] for r in await ex.insights_queue_states(limit=10_000)}
@@ -446,7 +446,7 @@ class Insights:
         queues: Sequence[str] | None = None,
         *,
         cap: int = 100_000,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
     ) -> list[QueueStats]:
         """Each queue (all of them by default) with its jobs per active state (capped),
         pause state and lag, sorted by name."""
@@ -484,7 +484,7 @@ class Insights:
             )
         return out
 
-    async def kinds(self, *, limit: int = 2000, conn: InsertConnection | None = None) -> list[str]:
+    async def kinds(self, *, limit: int = 2000, conn: ControlConnection | None = None) -> list[str]:
         """Every distinct job kind (one index descent per kind), sorted."""
         return await (await self._ex(conn)).insights_kinds(limit=limit)
 
@@ -494,7 +494,7 @@ class Insights:
         *,
         budget: int = 50_000,
         max: int = 20_000,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
     ) -> KindSample:
         """Timings of the newest jobs of ``kind`` among the newest ``budget`` completed
         and ``budget`` discarded jobs (at most ``max`` of them)."""
@@ -521,7 +521,7 @@ class Insights:
         *,
         limit: int = 20,
         after: tuple[int, datetime, int] | None = None,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
     ) -> list[Job[Any]]:
         """The available jobs of ``queue`` in the order its producers will claim them
         (priority, scheduled_at, id), after ``after`` = (priority, scheduled_at, id)."""
@@ -532,7 +532,7 @@ class Insights:
         return [read_job(r) for r in rows]
 
     async def job_documents(
-        self, job_id: int, *, max_bytes: int = 1 << 20, conn: InsertConnection | None = None
+        self, job_id: int, *, max_bytes: int = 1 << 20, conn: ControlConnection | None = None
     ) -> JobDocuments:
         """A job's args and metadata as stored JSON text (None above ``max_bytes``)."""
         row = await (await self._ex(conn)).insights_job_documents(id=job_id, max_bytes=max_bytes)
@@ -543,7 +543,7 @@ class Insights:
         )
 
     async def job_document(
-        self, job_id: int, which: str, *, conn: InsertConnection | None = None
+        self, job_id: int, which: str, *, conn: ControlConnection | None = None
     ) -> str:
         """A job's whole ``"args"`` or ``"metadata"`` as stored JSON text."""
         if which not in ("args", "metadata"):
@@ -554,7 +554,7 @@ class Insights:
         return doc
 
     async def unique_conflict(
-        self, job: Job[Any], *, conn: InsertConnection | None = None
+        self, job: Job[Any], *, conn: ControlConnection | None = None
     ) -> tuple[int, JobState] | None:
         """The job holding the unique slot that ``job`` would need to become active again."""
         if job.unique_key is None or job.unique_states is None:
@@ -565,7 +565,7 @@ class Insights:
         return None if row is None else (int(row["id"]), _STATE[row["state"]])
 
     async def periodic_runs(
-        self, periodic_id: str, *, limit: int = 30, conn: InsertConnection | None = None
+        self, periodic_id: str, *, limit: int = 30, conn: ControlConnection | None = None
     ) -> list[tuple[int, JobState, datetime, datetime | None]]:
         """The latest runs of a periodic job: (id, state, created_at, finalized_at)."""
         match = msgspec.json.encode({"river:periodic_job_id": periodic_id}).decode()
@@ -577,7 +577,7 @@ class Insights:
         *,
         since: datetime | None = None,
         limit: int = 10_000,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
     ) -> list[ErrorGroup]:
         """The newest ``limit`` discarded jobs (since ``since``) and the first ``limit``
         retryable ones, grouped by kind and :func:`fingerprint` of their last error,
@@ -624,7 +624,7 @@ class Insights:
 
     # -- processes and health -----------------------------------------------------------
 
-    async def leader(self, *, conn: InsertConnection | None = None) -> LeaderStatus | None:
+    async def leader(self, *, conn: ControlConnection | None = None) -> LeaderStatus | None:
         """The leader row (None when no client leads)."""
         row = await (await self._ex(conn)).insights_leader()
         if row is None:
@@ -636,7 +636,7 @@ class Insights:
             timedelta(seconds=row["remaining"]),
         )
 
-    async def liveness(self, *, conn: InsertConnection | None = None) -> list[LivenessRow] | None:
+    async def liveness(self, *, conn: ControlConnection | None = None) -> list[LivenessRow] | None:
         """The clients' liveness rows; None on a database without the liveness table
         (River's own, or one not migrated by pyriver_async)."""
         ex = await self._ex(conn)
@@ -658,7 +658,7 @@ class Insights:
         ]
 
     async def running(
-        self, *, limit: int = 10_000, conn: InsertConnection | None = None
+        self, *, limit: int = 10_000, conn: ControlConnection | None = None
     ) -> list[RunningJob]:
         """Running jobs, longest running first, with the client that claimed each."""
         rows = await (await self._ex(conn)).insights_running(limit=limit)
@@ -667,17 +667,17 @@ class Insights:
             for r in rows
         ]
 
-    async def ping(self, *, conn: InsertConnection | None = None) -> bool:
+    async def ping(self, *, conn: ControlConnection | None = None) -> bool:
         """True when the database answers a ``SELECT 1``."""
         return await (await self._ex(conn)).insights_ping()
 
-    async def server_info(self, *, conn: InsertConnection | None = None) -> ServerInfo:
+    async def server_info(self, *, conn: ControlConnection | None = None) -> ServerInfo:
         """PostgreSQL's version and the newest applied migration of each line."""
         row = await (await self._ex(conn)).insights_server()
         assert row is not None
         return ServerInfo(row["server_version"], _json.decode(row["migrations"] or "{}"))
 
-    async def table_health(self, *, conn: InsertConnection | None = None) -> TableHealth | None:
+    async def table_health(self, *, conn: ControlConnection | None = None) -> TableHealth | None:
         """river_job's size, its indexes' sizes, dead row versions and vacuum times."""
         row = await (await self._ex(conn)).insights_table_health()
         if row is None:
@@ -698,7 +698,7 @@ class Insights:
         self,
         *,
         older_than: timedelta = timedelta(minutes=5),
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
     ) -> list[OldTransaction]:
         """Transactions of this database open for longer than ``older_than``: while they
         last, VACUUM cannot remove the job rows that died after they began."""
@@ -724,7 +724,7 @@ class Insights:
         scheduler_lag: timedelta = timedelta(seconds=30),
         old_transaction_after: timedelta = timedelta(minutes=5),
         running_limit: int = 10_000,
-        conn: InsertConnection | None = None,
+        conn: ControlConnection | None = None,
     ) -> HealthReport:
         """Every health check at once (a dozen small queries)."""
         ex = await self._ex(conn)

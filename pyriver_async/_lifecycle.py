@@ -1,6 +1,10 @@
 """What happens once the completer has written a batch of outcomes: hooks fire, event
 subscribers and local waiters hear of it. Everything here reports what the database
-took (the completer passes only the outcomes it wrote, with the state written)."""
+took (the completer passes only the outcomes it wrote, with the state written).
+
+Delivery is best effort, at most as reliable as the completer's view of its writes:
+after a write whose reply was lost, the completer's retry may report an outcome
+twice, or find it recorded already and ignore it (nothing reported). See ``Hook``."""
 
 from __future__ import annotations
 
@@ -60,7 +64,9 @@ class Lifecycle:
         self._subscriptions = subscriptions
         self._wake = wake
         self._has_waiters = has_waiters
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Async hooks still running, each with what it was called for (for the log at
+        # shutdown if it has to be abandoned).
+        self._tasks: dict[asyncio.Task[None], str] = {}
 
     def on_flushed(self, outcomes: Sequence[Outcome]) -> None:
         if self._subscriptions:
@@ -117,19 +123,37 @@ class Lifecycle:
                 self._hooks.failed(reg, exc, _fields(ev))
 
         task = asyncio.get_running_loop().create_task(run(), name=f"pyriver-hook-{reg.name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = f"{reg.name} for job {ev.job.id} ({ev.state.value})"
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def stop(self, timeout: float) -> None:
-        """Let async hooks still running finish (up to ``timeout``), then cancel them."""
+        """Let async hooks still running finish (up to ``timeout``), then cancel them and
+        wait for them to end (up to ``timeout`` again). A hook still running after that
+        (it ignores cancellation) is logged by name and abandoned, so that shutdown
+        never waits on it. The outcomes the hooks were called for are written already:
+        abandoning a hook loses nothing but the hook's own work."""
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-        if pending:
-            log.warning("%d async hooks still running at shutdown; cancelled", len(pending))
-            for t in pending:
-                t.cancel()
-            await asyncio.wait(pending)
+        if not pending:
+            return
+        log.warning(
+            "%d async hooks still running %.1fs into shutdown; cancelling them: %s",
+            len(pending),
+            timeout,
+            ", ".join(sorted(self._tasks.get(t, t.get_name()) for t in pending)),
+        )
+        for t in pending:
+            t.cancel()
+        _done, stuck = await asyncio.wait(pending, timeout=timeout)
+        for t in stuck:
+            log.error(
+                "async hook %s ignores cancellation; shutdown abandons it still running",
+                self._tasks.get(t, t.get_name()),
+            )
 
 
 def _fields(ev: HookEvent) -> dict[str, Any]:

@@ -309,7 +309,11 @@ class InsertBatch:
       metadata (made on first access: a middleware that never looks costs nothing);
     - ``batch.add_metadata({...})``: set keys in every job's metadata at once (encoded
       once: the cheap way to stamp a tenant or a request id on a large batch);
-    - ``batch.in_transaction``: whether the insert joins the caller's transaction.
+    - ``batch.in_transaction``: whether a transaction was open on ``conn`` as the
+      insert began. False for an insert without ``conn``, in autocommit mode
+      (committed at once), and also where the library opens the caller's transaction
+      at the first statement (psycopg outside autocommit, SQLAlchemy's autobegin: the
+      job joins it and the caller commits); see :meth:`Client.insert`.
     """
 
     __slots__ = ("_engine_extra", "_extra", "_jobs", "_params", "_write", "in_transaction")
@@ -468,9 +472,19 @@ class Hook:
     ``kinds``: the job kinds this hook is for (``None``: every kind).
 
     A hook runs after the outcome is written, in the completer's task: keep it quick.
-    An ``async def`` hook is run as a task of its own, awaited at shutdown. A hook
+    An ``async def`` hook is run as a task of its own; shutdown waits for it up to
+    ``hard_stop_timeout``, then cancels it and waits as long again, then abandons it
+    (logged) if it ignores cancellation. A synchronous hook must never block. A hook
     that raises is logged (first time with its traceback, then at most once a
     minute) and never stops the engine.
+
+    Hooks are best-effort notifications, not a record: normally a hook is called once
+    for each outcome written, but when the reply to a write is lost (the connection
+    dropped after the server committed) the completer writes again, and then a hook
+    may be called twice for one outcome, or never for an outcome that the later write
+    found already recorded (its row no longer running) and so ignored. A process that
+    dies, or a shutdown that abandons a hook, also loses calls. Make hooks idempotent,
+    and read the job (``client.get``) where the outcome must be known for sure.
     """
 
     kinds: Collection[str] | None = None

@@ -19,7 +19,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -49,6 +49,58 @@ _EPHEMERAL_MARK = '"pyriver:ephemeral"'
 UNCLAIMED_AFTER = 300.0
 UNCLAIMED_CHECK_EVERY = 60.0
 UNCLAIMED_WARN_EVERY = 600.0
+
+# A cancel's notification can arrive before the reply of the claim that took the job:
+# such ids are remembered this long (seconds), at most this many, and the job is
+# cancelled when the claim's rows arrive.
+EARLY_CANCEL_TTL = 10.0
+EARLY_CANCEL_MAX = 1024
+
+
+class RecentIds:
+    """A bounded set of ids, each forgotten ``ttl`` seconds after it was added (the
+    oldest first when more than ``max_size`` are held)."""
+
+    __slots__ = ("_clock", "_ids", "_max", "_ttl")
+
+    def __init__(
+        self, ttl: float, max_size: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl
+        self._max = max_size
+        self._clock = clock
+        self._ids: collections.OrderedDict[int, float] = collections.OrderedDict()
+
+    def __bool__(self) -> bool:
+        return bool(self._ids)
+
+    def __len__(self) -> int:
+        self._expire()
+        return len(self._ids)
+
+    def __contains__(self, job_id: object) -> bool:
+        self._expire()
+        return job_id in self._ids
+
+    def add(self, job_id: int) -> None:
+        self._expire()
+        self._ids[job_id] = self._clock() + self._ttl
+        self._ids.move_to_end(job_id)
+        while len(self._ids) > self._max:
+            self._ids.popitem(last=False)
+
+    def pop(self, job_id: int) -> bool:
+        """Whether ``job_id`` is held (it is forgotten then)."""
+        self._expire()
+        return self._ids.pop(job_id, None) is not None
+
+    def _expire(self) -> None:
+        ids, now = self._ids, self._clock()
+        while ids:
+            job_id, until = next(iter(ids.items()))
+            if until > now:
+                return
+            del ids[job_id]
 
 
 class _Slot:
@@ -134,6 +186,7 @@ class Producer:
         self._in_sequence: set[int] = set()  # claimed here, outcome not written yet
         self._next_kind_check = time.monotonic() + UNCLAIMED_CHECK_EVERY
         self._warned_kinds: dict[str, float] = {}
+        self._early_cancels = RecentIds(EARLY_CANCEL_TTL, EARLY_CANCEL_MAX)
         if self.claimer.locked:
             completer.on_written(self._outcomes_written)
 
@@ -167,8 +220,13 @@ class Producer:
         self.notify()
 
     def cancel_job(self, job_id: int) -> bool:
+        """Cancel the job if it runs here (True). If not, remember its id for a few
+        seconds: a claim of ours may have taken it with its reply not back yet (the
+        cancel's notification overtook it); the job is cancelled when it arrives."""
         slot = self.running.get(job_id)
         if slot is None or slot.task is None:
+            if not self._stopping:
+                self._early_cancels.add(job_id)
             return False
         slot.cancel(CancelReason.CANCEL)
         return True
@@ -323,6 +381,11 @@ class Producer:
             running[rec[ID]] = slot
             if slot.waiter is not None and not slot.waiter.done():
                 slot.waiter.set_result(None)
+        if self._early_cancels:
+            for rec in rows:
+                if self._early_cancels.pop(rec[ID]):
+                    # Cancelled before its first step: it ends `cancelled` unrun.
+                    running[rec[ID]].cancel(CancelReason.CANCEL)
 
     def _new_slot(self) -> _Slot:
         slot = _Slot()

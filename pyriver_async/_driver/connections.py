@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-__all__ = ["ClientDatabase", "DjangoConnection", "InsertConnection", "SyncInsertConnection"]
+__all__ = [
+    "ClientDatabase",
+    "ControlConnection",
+    "DjangoConnection",
+    "InsertConnection",
+    "SyncInsertConnection",
+]
 
 
 class DjangoConnection(Protocol):
@@ -40,6 +46,11 @@ if TYPE_CHECKING:
         | sqlalchemy.ext.asyncio.AsyncConnection
         | sqlalchemy.ext.asyncio.async_scoped_session[Any]
     )
+    #: What every other ``conn=`` of the client (control, queries, insights) takes:
+    #: asyncpg only, the engine's own driver (others raise ConfigError).
+    ControlConnection: TypeAlias = (
+        asyncpg.Connection[Any] | PoolConnectionProxy[Any] | asyncpg.Pool[Any]
+    )
     #: What ``pyriver_async.sync.insert(..., conn=...)`` takes.
     SyncInsertConnection: TypeAlias = (
         DjangoConnection
@@ -52,5 +63,6 @@ if TYPE_CHECKING:
     ClientDatabase: TypeAlias = asyncpg.Pool[Any] | str
 else:
     InsertConnection = Any
+    ControlConnection = Any
     SyncInsertConnection = Any
     ClientDatabase = Any

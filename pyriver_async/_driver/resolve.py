@@ -26,9 +26,11 @@ def executor_for(conn: Any, queries: Queries) -> Executor:
     if is_asyncpg_pool(conn):
         return AsyncpgExecutor(queries, pool=conn)
     raise ConfigError(
-        "conn= of this operation takes an asyncpg connection or pool (connections of "
-        "other libraries can insert jobs); got "
-        f"{type(conn).__module__}.{type(conn).__qualname__}"
+        "conn= of this call takes an asyncpg connection or pool; got "
+        f"{type(conn).__module__}.{type(conn).__qualname__}. psycopg and SQLAlchemy "
+        "connections can insert jobs (client.insert / insert_many) but not run the "
+        "control, query or insights calls: call it without conn= (the client's pool), "
+        "or with an asyncpg connection"
     )
 
 

@@ -51,9 +51,11 @@ def _advice(h: HorizonHolder) -> str:
         return (
             f"end it (COMMIT or ROLLBACK in that session, or SELECT pg_terminate_backend({h.pid}))"
         )
+    # The advice is SQL to paste: names as SQL literals (a gid may hold a quote).
+    name = "'" + (h.name or "").replace("'", "''") + "'"
     if h.kind == "prepared_transaction":
-        return f"COMMIT PREPARED or ROLLBACK PREPARED {h.name!r}"
-    return f"drop it if nothing consumes it (SELECT pg_drop_replication_slot({h.name!r}))"
+        return f"COMMIT PREPARED or ROLLBACK PREPARED {name}"
+    return f"drop it if nothing consumes it (SELECT pg_drop_replication_slot({name}))"
 
 
 class HorizonWatch(Service):

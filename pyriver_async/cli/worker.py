@@ -20,6 +20,7 @@ from __future__ import annotations
 __all__ = ["load_client", "register"]
 
 import argparse
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -32,6 +33,7 @@ from types import FrameType
 from typing import Any
 
 from pyriver_async import Client, QueueConfig
+from pyriver_async._args import validate_queue
 from pyriver_async._errors import PyRiverError
 
 from ._common import CommandError, add_connection_options, run
@@ -56,7 +58,11 @@ def register(subparsers: Any) -> None:
         "--queue",
         action="append",
         metavar="NAME[:MAX_WORKERS]",
-        help="work these queues instead of the client's own (repeatable)",
+        help=(
+            "work these queues instead of the client's own (repeatable); a queue the "
+            "client configures keeps its settings, MAX_WORKERS (a positive integer, "
+            "after the last ':') replacing its max_workers"
+        ),
     )
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -65,20 +71,46 @@ def register(subparsers: Any) -> None:
 
 
 def _queues(values: list[str] | None) -> dict[str, int | None] | None:
+    """``--queue NAME[:MAX_WORKERS]`` values, checked: a name, and a positive count."""
     if not values:
         return None
     out: dict[str, int | None] = {}
     for v in values:
-        name, _, n = v.partition(":")
+        name, sep, n = v.rpartition(":") if ":" in v else (v, "", "")
         if not name:
             raise CommandError(f"--queue {v!r}: a queue name is needed", 2)
-        if n:
-            try:
-                out[name] = int(n)
-            except ValueError:
-                raise CommandError(f"--queue {v!r}: MAX_WORKERS must be an integer", 2) from None
+        try:
+            validate_queue(name)
+        except PyRiverError as exc:
+            raise CommandError(f"--queue {v!r}: {exc}", 2) from None
+        if sep:
+            if not n.isascii() or not n.isdigit() or int(n) < 1:
+                raise CommandError(
+                    f"--queue {v!r}: MAX_WORKERS must be a positive integer (NAME:N, N >= 1)",
+                    2,
+                )
+            out[name] = int(n)
         else:
             out[name] = None
+    return out
+
+
+def _with_queues(client: Client, queues: dict[str, int | None]) -> dict[str, QueueConfig]:
+    """The client's queues as ``--queue`` asks: a queue the client configures keeps its
+    settings (flow control, threads, ephemeral...), with ``max_workers`` replaced when
+    given; another gets the defaults."""
+    out: dict[str, QueueConfig] = {}
+    for name, n in queues.items():
+        base = client.queues.get(name)
+        if base is None:
+            out[name] = QueueConfig() if n is None else QueueConfig(max_workers=n)
+        elif n is None or n == base.max_workers:
+            out[name] = base
+        else:
+            try:
+                out[name] = dataclasses.replace(base, max_workers=n)
+            except PyRiverError as exc:
+                raise CommandError(f"--queue {name}:{n}: {exc}", 2) from None
     return out
 
 
@@ -152,14 +184,7 @@ def _worker(args: argparse.Namespace) -> int:
         if schema is not None and client.schema != schema:
             raise CommandError(f"{args.target} works schema {client.schema!r}, not {schema!r}", 2)
         if queues is not None:
-            client.queues = {
-                name: QueueConfig(
-                    max_workers=n
-                    if n is not None
-                    else (client.queues[name].max_workers if name in client.queues else 100)
-                )
-                for name, n in queues.items()
-            }
+            client.queues = _with_queues(client, queues)
         if client.queues and not len(client.workers):
             raise CommandError(f"{args.target} has no workers registered: nothing to run", 2)
         if not client.queues:

@@ -40,7 +40,7 @@ from .._driver.queries import Queries
 from .._driver.resolve import executor_for
 from .._errors import ConfigError, JobCancel, JobSnooze, UnknownKindError
 from .._events import JobEvent
-from .._executor import Executor
+from .._executor import Executor, timeout_error
 from .._job import Job, JobState
 from .._outcome import CancelReason, Outcome
 from .._workers import Workers
@@ -212,7 +212,9 @@ class WorkResult:
 
     - ``completed``: the worker returned;
     - ``error``: it raised (``error``), or ran past its timeout (``timed_out``, and
-      ``error`` is a ``TimeoutError``);
+      ``error`` is the :class:`JobTimeoutError` the engine would record). A
+      ``TimeoutError`` the job raises itself is not a timeout of the job, as in the
+      engine: ``timed_out`` is then False;
     - ``snooze``: it raised ``JobSnooze`` (``snooze`` is the delay);
     - ``cancel``: it raised ``JobCancel`` (``cancel_reason``).
     """
@@ -315,16 +317,23 @@ async def work_job(
         logging.LoggerAdapter(logging.getLogger("pyriver_async.job"), {"job_id": job_id}),
         now + limit if limit is not None else None,
     )
+    deadline = asyncio.timeout(limit.total_seconds() if limit is not None else None)
     try:
-        async with asyncio.timeout(limit.total_seconds() if limit is not None else None):
+        async with deadline:
             await reg.work(ctx, job)
     except JobSnooze as s:
         return WorkResult("snooze", job, snooze=s.delay)
     except JobCancel as c:
         return WorkResult("cancel", job, cancel_reason=c.reason)
     except TimeoutError as exc:
-        timed_out = (limit is not None and exc.__context__ is not None) or limit is not None
-        return WorkResult("error", job, error=exc, timed_out=timed_out)
+        # Timed out as the engine decides it: the deadline cancelled the job and the
+        # job let that cancellation out (asyncio.timeout turned it into this error). A
+        # TimeoutError the job raised itself (its own wait_for) is a plain failure.
+        if deadline.expired() and isinstance(exc.__cause__, asyncio.CancelledError):
+            error = timeout_error(limit, reg.name)
+            error.__cause__ = exc
+            return WorkResult("error", job, error=error, timed_out=True)
+        return WorkResult("error", job, error=exc)
     except Exception as exc:
         return WorkResult("error", job, error=exc)
     return WorkResult("completed", job)

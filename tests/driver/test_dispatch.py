@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ from pyriver_async import Client, ConfigError
 from pyriver_async import sync as river_sync
 from pyriver_async._driver import COPY_COLUMNS
 from pyriver_async._driver.queries import Queries
+from pyriver_async.insights import Insights
 
 from ._inserters import Item, sqlalchemy_url
 
@@ -47,6 +49,34 @@ async def test_synchronous_objects_are_refused_by_the_async_api(db: str) -> None
                 await client.insert(Item(n=1), conn=other)  # type: ignore[arg-type]
     finally:
         engine.dispose()
+
+
+async def test_control_calls_refuse_another_librarys_connection_with_a_clear_error(
+    db: str,
+) -> None:
+    client = Client(db)
+    engine = create_async_engine(sqlalchemy_url(db, "psycopg"), pool_size=1)
+    try:
+        async with await psycopg.AsyncConnection.connect(db) as pconn:
+            job = (await client.insert(Item(n=1), conn=pconn)).job  # inserting: fine
+            await pconn.commit()
+            async with AsyncSession(engine) as session:
+                for conn in (pconn, session):
+                    calls: list[Callable[[Any], Awaitable[object]]] = [
+                        lambda c: client.get(job.id, conn=c),
+                        lambda c: client.cancel(job.id, conn=c),
+                        lambda c: client.retry_many([job.id], conn=c),
+                        lambda c: client.list(conn=c),
+                        lambda c: client.pause("default", conn=c),
+                        lambda c: Insights(client).max_id(conn=c),
+                    ]
+                    for call in calls:
+                        with pytest.raises(ConfigError, match=r"asyncpg connection or pool"):
+                            await call(conn)
+        assert (await client.get(job.id)).state.value == "available"  # nothing was done
+    finally:
+        await engine.dispose()
+        await client.close()
 
 
 async def test_asynchronous_objects_are_refused_by_the_sync_api(db: str) -> None:

@@ -10,8 +10,9 @@ import sqlalchemy
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from pyriver_async import Client
+from pyriver_async import Client, InsertBatch, InsertResult, Middleware
 from pyriver_async import sync as river_sync
+from pyriver_async._middleware import InsertNext
 
 from ._inserters import Item, sqlalchemy_url
 from .conftest import Listener
@@ -112,3 +113,52 @@ async def test_the_caller_s_connection_keeps_its_own_settings(db: str) -> None:
         assert res.job.args == Item(n=5)
         cur = await conn.execute("SELECT args FROM river_job WHERE id = %s", [res.job.id])
         assert await cur.fetchone() == {"args": {"n": 5}}
+
+
+async def test_in_transaction_is_whether_a_transaction_was_open_when_the_insert_began(
+    db: str, admin: asyncpg.Connection
+) -> None:
+    """What Client.insert's docstring and inserting-from-other-libraries.md promise:
+    ``batch.in_transaction`` is True only when a transaction is open on ``conn`` as
+    the insert starts. False is either autocommit (committed before the call returns)
+    or the transaction psycopg / SQLAlchemy open by themselves at the first statement,
+    which the job joins and the caller ends."""
+    seen: list[bool] = []
+
+    class Watch(Middleware):
+        async def insert(self, batch: InsertBatch, call_next: InsertNext) -> list[InsertResult]:
+            seen.append(batch.in_transaction)
+            return await call_next()
+
+    client = Client(db, middleware=[Watch()])
+    async with await psycopg.AsyncConnection.connect(db) as conn:  # outside autocommit
+        await client.insert(Item(n=1), conn=conn)
+        assert seen.pop() is False and await count(admin) == 0  # joined, not committed
+        await client.insert(Item(n=2), conn=conn)
+        assert seen.pop() is True  # the transaction the first insert opened
+        await conn.commit()
+        assert await count(admin) == 2
+    async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+        await client.insert(Item(n=3), conn=conn)
+        assert seen.pop() is False and await count(admin) == 3  # committed at once
+        async with conn.transaction():
+            await client.insert(Item(n=4), conn=conn)
+            assert seen.pop() is True and await count(admin) == 3
+        assert await count(admin) == 4
+    engine = create_async_engine(sqlalchemy_url(db, "psycopg"), pool_size=1, max_overflow=0)
+    try:
+        async with AsyncSession(engine) as session:  # before its autobegin
+            await client.insert(Item(n=5), conn=session)
+            assert seen.pop() is False and await count(admin) == 4  # joined, not committed
+            await session.commit()
+        assert await count(admin) == 5
+        async with AsyncSession(engine) as session, session.begin():
+            await client.insert(Item(n=6), conn=session)
+            assert seen.pop() is True
+        auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with auto.connect() as aconn:
+            await client.insert(Item(n=7), conn=aconn)
+            assert seen.pop() is False and await count(admin) == 7  # committed at once
+    finally:
+        await engine.dispose()
+        await client.close()

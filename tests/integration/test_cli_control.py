@@ -83,6 +83,12 @@ async def make_async() -> Client:
     return make()
 
 
+def make_ephemeral() -> Client:
+    client = make()
+    client.queues = {"default": QueueConfig(max_workers=5, ephemeral=True)}
+    return client
+
+
 not_a_client = 42
 """
 
@@ -242,6 +248,36 @@ async def test_sigterm_lets_the_running_job_finish_then_exits_0(
     assert elapsed < 20  # within soft_stop_timeout
     assert (await states(conn))[job_id] == ("completed", 1)
     assert await conn.fetchval("SELECT count(*) FROM cli_done WHERE job_id = $1", job_id) == 1
+
+
+async def test_worker_queue_option_keeps_the_queues_other_settings(
+    spawn: Callable[..., Awaitable[Proc]], side_tables: asyncpg.Connection
+) -> None:
+    conn = side_tables
+    worker = await spawn("worker", "cliapp:make_ephemeral", "--queue", "default:2")
+    await worker.wait_line("ready: .* default \\(2 workers\\)")
+    (job_id,) = await insert(conn, "cli_sleep")
+    await eventually(lambda: conn.fetchval("SELECT count(*) FROM cli_done"), timeout=20)
+
+    async def deleted() -> bool:  # ephemeral, as the client configured the queue
+        return job_id not in await states(conn)
+
+    await eventually(deleted, timeout=20)
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait(30) == 0
+
+
+def test_worker_queue_option_refuses_a_bad_max_workers_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pyriver_async.cli import main
+
+    for value in ("default:0", "default:-2", "default:", "default:1.5", "default: 3", "d:many"):
+        assert main(["worker", "cliapp:make", "--queue", value]) == 2, value
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "MAX_WORKERS must be a positive integer" in err[0], err
+    assert main(["worker", "cliapp:make", "--queue", "no spaces:3"]) == 2
+    assert "queue name 'no spaces' is invalid" in capsys.readouterr().err
 
 
 async def test_a_second_sigterm_stops_hard_and_gives_the_job_back(

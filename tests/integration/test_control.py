@@ -524,6 +524,29 @@ async def test_bulk_actions_by_filter_work_in_batches_and_stop_at_limit(
     assert [r.outcome for r in cancelled] == ["done"] * 10
 
 
+async def test_a_filtered_retry_acts_on_each_job_once_though_it_matches_again(
+    client: Client, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Walked in scheduled_at order (descending), 2 a batch: a scheduled job retried in
+    # one batch is available with scheduled_at now, ahead of the cursor, and matches
+    # the filter again in a later batch.
+    monkeypatch.setattr(pyriver_async._control, "BULK_BATCH", 2)
+    rows = await conn.fetch(
+        """INSERT INTO river_job (state, queue, kind, args, max_attempts, scheduled_at)
+           SELECT 'scheduled', 'default', 'k_a', '{}', 25, now() + i * interval '1 hour'
+           FROM generate_series(1, 5) i RETURNING id"""
+    )
+    ids = [r["id"] for r in rows]
+    f = JobFilter(states=["scheduled", "available"])
+    results = await client.retry_many(f)
+    assert sorted(r.job_id for r in results) == sorted(ids)  # each job once
+    assert {(r.outcome, r.reason) for r in results} == {("done", "")}  # each retried
+    states = await conn.fetch("SELECT DISTINCT state::text AS s FROM river_job")
+    assert [r["s"] for r in states] == ["available"]
+    limited = await client.retry_many(f, limit=3)  # all already available now
+    assert len({r.job_id for r in limited}) == len(limited) == 3
+
+
 async def test_actions_inside_the_callers_transaction_roll_back_with_it(
     client: Client, pool: asyncpg.Pool
 ) -> None:

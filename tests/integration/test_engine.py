@@ -25,7 +25,7 @@ from pyriver_async import (
 )
 from pyriver_async._events import Subscription
 from pyriver_async._outcome import Outcome
-from tests._support import db_executor, events_for, next_event
+from tests._support import db_executor, events_for, eventually, next_event
 
 
 class Noop(JobArgs, kind="engine_noop"):
@@ -702,6 +702,57 @@ async def test_a_job_cancelled_before_its_first_step_frees_its_slot(
 
 class SelfCancel(JobArgs, kind="engine_self_cancel"):
     pass
+
+
+async def test_a_cancel_that_overtakes_the_claim_reply_still_cancels_the_job(
+    pool: asyncpg.Pool, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch, rec: Recorder
+) -> None:
+    from pyriver_async._claim import ClaimResult
+    from pyriver_async._driver.columns import ID
+    from pyriver_async._producer import Producer
+
+    other = make_client(queues={})  # asks through NOTIFY, as another process would
+    real_claim = Producer._claim
+    raced: list[int] = []
+
+    async def claim_then_cancel(self: Producer, limit: int) -> ClaimResult:
+        result = await real_claim(self, limit)  # committed: the jobs are running
+        if result.rows and not raced:
+            # The cancel runs and its notification is handled here before this claim's
+            # rows are: the producer does not know the job yet.
+            job_id = result.rows[0][ID]
+            raced.append(job_id)
+            assert (await other.cancel(job_id)).state == "running"
+            await eventually(lambda: job_id in self._early_cancels)
+            assert job_id not in self.running
+        return result
+
+    monkeypatch.setattr(Producer, "_claim", claim_then_cancel)
+    client = make_client()
+    async with client:
+        sub = client.subscribe()
+        res = await client.insert(Noop())
+        ev = await next_event(sub, res.job.id)
+    assert raced == [res.job.id]
+    assert ev.state == "cancelled"
+    assert rec.calls[res.job.id] == 0  # never run
+    assert (await row(pool, res.job.id))["state"] == "cancelled"
+
+
+def test_early_cancels_are_forgotten_after_their_ttl_and_bounded() -> None:
+    from pyriver_async._producer import RecentIds
+
+    now = [0.0]
+    ids = RecentIds(ttl=5.0, max_size=3, clock=lambda: now[0])
+    ids.add(1)
+    now[0] = 4.9
+    assert 1 in ids
+    now[0] = 5.0
+    assert 1 not in ids and not ids.pop(1)
+    for i in range(10, 15):
+        ids.add(i)
+    assert len(ids) == 3 and 11 not in ids and 12 in ids  # the oldest went first
+    assert ids.pop(12) and not ids.pop(12)  # a remembered id is acted on once
 
 
 def worker_tasks() -> list[asyncio.Task[Any]]:

@@ -116,3 +116,12 @@ async def test_horizon_warning_after_zero_turns_the_watch_off(db: str) -> None:
     )
     async with client:
         assert client._maintenance is not None and client._maintenance.horizon is None
+
+
+def test_the_advice_for_a_prepared_transaction_is_sql_that_runs_for_any_gid() -> None:
+    from pyriver_async._maintenance.horizon import _advice
+
+    h = HorizonHolder(
+        "prepared_transaction", None, None, "app", None, None, 90.0, 1000, None, "batch 'A'"
+    )
+    assert _advice(h).endswith("ROLLBACK PREPARED 'batch ''A'''")  # a literal, quote doubled

@@ -359,6 +359,42 @@ async def test_a_crashing_hook_is_logged_and_the_engine_goes_on(
     assert errors[0].exc_info is not None
 
 
+async def test_stop_gives_up_on_an_async_hook_that_never_returns(
+    pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    ended = asyncio.Event()
+
+    class Stuck(Hook):
+        async def on_completed(self, event: HookEvent) -> None:
+            started.set()
+            try:
+                while not release.is_set():
+                    try:
+                        await release.wait()
+                    except asyncio.CancelledError:
+                        continue  # a hook that ignores cancellation
+            finally:
+                ended.set()
+
+    client = _client(pool, hooks=[Stuck()], hard_stop_timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="pyriver_async.hooks"):
+        await client.start()
+        job = (await client.insert(Task())).job
+        await asyncio.wait_for(started.wait(), 10)
+        # Bounded by hard_stop_timeout twice (wait, then cancel and wait), not for ever.
+        await asyncio.wait_for(client.stop(), 5)
+    try:
+        assert await _state(pool, job.id) == "completed"  # the outcome is written
+        abandoned = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(abandoned) == 1 and f"Stuck.on_completed for job {job.id}" in abandoned[0]
+        assert not ended.is_set()
+    finally:
+        release.set()
+        await asyncio.wait_for(ended.wait(), 5)
+
+
 def test_a_hook_without_any_point_is_refused() -> None:
     with pytest.raises(ConfigError, match="on_completed"):
         Client("postgresql://x/y", hooks=[object()])

@@ -19,6 +19,7 @@ from pyriver_async import (
     JobContext,
     JobSnooze,
     JobState,
+    JobTimeoutError,
     QueueConfig,
     UnknownKindError,
     Workers,
@@ -59,6 +60,8 @@ async def steps(ctx: JobContext, job: Job[Steps]) -> None:
         raise JobCancel("not needed")
     if job.args.how == "follow":
         await ctx.client.insert(FollowUp(parent=job.id))
+    if job.args.how == "own_timeout":  # a call of its own that timed out, well in time
+        await asyncio.wait_for(asyncio.Event().wait(), 0.01)
     await asyncio.sleep(job.args.seconds)
 
 
@@ -114,6 +117,37 @@ async def test_work_job_reports_each_outcome_without_a_database() -> None:
         await work_job(workers, Welcome(user_id=1))
     attempt = await work_job(workers, Steps(how="ok"), attempt=3, max_attempts=3)
     assert attempt.job.attempt == 3
+
+
+async def test_work_job_tells_a_timeout_as_the_engine_does(
+    db: str, conn: asyncpg.Connection
+) -> None:
+    slow = await work_job(workers, Steps(how="ok", seconds=5))  # the worker's timeout is 1 s
+    own = await work_job(workers, Steps(how="own_timeout"))
+    assert slow.timed_out and isinstance(slow.error, JobTimeoutError)
+    assert not own.timed_out and type(own.error) is TimeoutError
+    # The engine, on the same jobs: the attempt error it records says the same.
+    client = Client(
+        db, workers=workers, queues={"default": QueueConfig(max_workers=2)}, pool_max_size=3
+    )
+    try:
+        ids = [
+            (await client.insert(Steps(how=how, seconds=s))).job.id
+            for how, s in (("ok", 5.0), ("own_timeout", 0.0))
+        ]
+        await drain(client)
+        errors = {
+            r["id"]: r["error"]
+            for r in await conn.fetch(
+                "SELECT id, errors[1]::jsonb ->> 'error' AS error FROM river_job"
+                " WHERE id = ANY($1::bigint[])",
+                ids,
+            )
+        }
+    finally:
+        await client.close()
+    assert errors[ids[0]] == str(slow.error)
+    assert errors[ids[1]].startswith("TimeoutError")
 
 
 async def test_drain_works_every_available_job_once_with_real_rows(

@@ -29,7 +29,8 @@ async def make_dead_rows(conn: asyncpg.Connection, n: int) -> None:
 
 
 async def dead_tuples(conn: asyncpg.Connection) -> int:
-    row = await conn.fetchrow(Queries.for_schema().pg_job_table_stats.sql)
+    q = Queries.for_schema().pg_job_table_stats
+    row = await conn.fetchrow(q.sql, *q.bind(schema="public"))
     assert row is not None
     return int(row["n_dead_tup"])
 
@@ -47,6 +48,29 @@ async def test_vacuums_only_past_its_threshold(
     assert vacuumer.vacuums == 1
     assert await dead_tuples(conn) < 100  # the VACUUM removed them and said so
     assert not await vacuumer.vacuum_if_needed()
+
+
+async def test_a_schema_whose_name_needs_quoting_is_measured_and_vacuumed(
+    db: str, pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    from pyriver_async import migrate
+    from pyriver_async._driver.asyncpg import AsyncpgExecutor
+    from pyriver_async._driver.queries import quote_ident
+
+    schema = "Odd-Schema's"  # mixed case, a dash and a quote
+    await migrate(db, schema=schema)
+    table = f"{quote_ident(schema)}.river_job"
+    await conn.execute(
+        f"INSERT INTO {table} (kind, args, max_attempts) "
+        "SELECT 'vacuum_test', '{}', 25 FROM generate_series(1, 300)"
+    )
+    await conn.execute(f"UPDATE {table} SET priority = priority + 1")
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    ex = AsyncpgExecutor(Queries.for_schema(schema), pool=pool, timeout=30.0)
+    stats = await ex.pg_job_table_stats()
+    assert stats is not None and stats.live >= 300 and stats.dead >= 300  # that table's
+    vacuumer = Vacuumer(ex, pool_size=10, dead_tuples=100)
+    assert await vacuumer.vacuum_if_needed()
 
 
 def test_a_big_table_is_vacuumed_no_more_often_than_autovacuum_would() -> None:

@@ -116,7 +116,8 @@ class PgQueries(Base):
     __slots__ = ()
 
     async def pg_job_table_stats(self) -> TableStats | None:
-        rec = await self._fetchrow(self._queries.pg_job_table_stats, ())
+        q = self._queries.pg_job_table_stats
+        rec = await self._fetchrow(q, q.bind(schema=self._queries.schema))
         if rec is None:
             return None
         return TableStats(
