@@ -62,10 +62,11 @@ async def admin_url() -> str:
 
 def with_database(url: str, dbname: str) -> str:
     """Return ``url`` pointing at database ``dbname`` instead (works for socket URIs too)."""
-    from urllib.parse import urlsplit, urlunsplit
+    from urllib.parse import quote, urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+    path = "/" + quote(dbname, safe="")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
 async def create_database(prefix: str = "pyriver") -> tuple[str, str]:

@@ -53,3 +53,26 @@ async def test_embedded_postgres_is_started_when_no_server_answers() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "inserted 1" in proc.stdout
+
+
+async def test_throwaway_databases_take_any_prefix() -> None:
+    # A prefix with a quote, a double quote and a space: the DDL quotes the name and
+    # the URL percent-encodes it, so the database is made, reached and dropped.
+    import asyncpg
+
+    from pyriver_async.testing.db import create_database, drop_database, with_database
+
+    url, name = await create_database("odd \"pre'fix")
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT current_database()") == name
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(name)
+    probe = await asyncpg.connect(with_database(url, "postgres"))
+    try:
+        assert not await probe.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name)
+    finally:
+        await probe.close()

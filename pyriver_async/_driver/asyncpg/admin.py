@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from ..queries import Queries
+from ..queries import Queries, quote_ident
 from .errors import as_library_error
 from .executor import AsyncpgExecutor
 
@@ -54,7 +54,7 @@ async def answers(url: str, timeout: float = 2.0) -> bool:
 async def create_database(admin_url: str, name: str) -> None:
     conn = await asyncpg.connect(admin_url)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
     finally:
         await conn.close()
 
@@ -62,6 +62,6 @@ async def create_database(admin_url: str, name: str) -> None:
 async def drop_database(admin_url: str, name: str) -> None:
     conn = await asyncpg.connect(admin_url)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
     finally:
         await conn.close()
