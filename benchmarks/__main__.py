@@ -37,6 +37,7 @@ QUICK: dict[str, list[str]] = {
     "pooler": ["--single", "300", "--jobs", "5000"],
     "flow": ["--jobs", "10000", "--rate-seconds", "10", "--backlog", "20000"],
     "telemetry": ["--jobs", "10000", "--runs", "3"],
+    "gin": ["--jobs", "10000", "--runs", "3"],
 }
 FULL: dict[str, list[str]] = {
     "throughput": ["--jobs", "20000,200000", "--workers", "10,100,1000", "--processes", "1,2,4"],
@@ -50,6 +51,7 @@ FULL: dict[str, list[str]] = {
     "pooler": [],
     "flow": ["--runs", "3"],
     "telemetry": [],
+    "gin": [],
 }
 # --full runs at least this many rounds of these: the per-run ratio to pgqueuer moves
 # by about ±10 % on a shared 2-core machine, so its median wants more than 3.
@@ -67,6 +69,7 @@ ORDER = [
     "pooler",
     "flow",
     "telemetry",
+    "gin",
 ]
 # generous bounds per benchmark (seconds): a run past them is stopped
 LIMITS = {
@@ -81,6 +84,7 @@ LIMITS = {
     "pooler": 600,
     "flow": 1200,
     "telemetry": 900,
+    "gin": 900,
 }
 
 
