@@ -51,8 +51,9 @@ UNCLAIMED_CHECK_EVERY = 60.0
 UNCLAIMED_WARN_EVERY = 600.0
 
 # A cancel's notification can arrive before the reply of the claim that took the job:
-# such ids are remembered this long (seconds), at most this many, and the job is
-# cancelled when the claim's rows arrive.
+# ids heard while a claim is under way are remembered for that claim only (and at most
+# this long, in seconds, at most this many), and the job is cancelled when the claim's
+# rows arrive.
 EARLY_CANCEL_TTL = 10.0
 EARLY_CANCEL_MAX = 1024
 
@@ -88,6 +89,9 @@ class RecentIds:
         self._ids.move_to_end(job_id)
         while len(self._ids) > self._max:
             self._ids.popitem(last=False)
+
+    def clear(self) -> None:
+        self._ids.clear()
 
     def pop(self, job_id: int) -> bool:
         """Whether ``job_id`` is held (it is forgotten then)."""
@@ -187,6 +191,7 @@ class Producer:
         self._next_kind_check = time.monotonic() + UNCLAIMED_CHECK_EVERY
         self._warned_kinds: dict[str, float] = {}
         self._early_cancels = RecentIds(EARLY_CANCEL_TTL, EARLY_CANCEL_MAX)
+        self._claiming = False  # from sending a claim until its rows have slots
         if self.claimer.locked:
             completer.on_written(self._outcomes_written)
 
@@ -220,12 +225,15 @@ class Producer:
         self.notify()
 
     def cancel_job(self, job_id: int) -> bool:
-        """Cancel the job if it runs here (True). If not, remember its id for a few
-        seconds: a claim of ours may have taken it with its reply not back yet (the
-        cancel's notification overtook it); the job is cancelled when it arrives."""
+        """Cancel the job if it runs here (True). If not while a claim is under way,
+        remember its id until that claim's rows arrive: the claim may have taken the
+        job with its reply not back yet (the cancel's notification overtook it); the
+        job is cancelled then. A cancel heard between claims is for a job running
+        elsewhere: remembering it would cancel the job if it is retried and claimed
+        here later."""
         slot = self.running.get(job_id)
         if slot is None or slot.task is None:
-            if not self._stopping:
+            if self._claiming and not self._stopping:
                 self._early_cancels.add(job_id)
             return False
         slot.cancel(CancelReason.CANCEL)
@@ -354,6 +362,14 @@ class Producer:
             return
         self._notified = False
         self._last_fetch = time.monotonic()
+        self._claiming = True
+        try:
+            await self._claim_and_hand_out(limit)
+        finally:
+            self._claiming = False
+            self._early_cancels.clear()  # for this claim only
+
+    async def _claim_and_hand_out(self, limit: int) -> None:
         result = await self._claim(limit)
         rows = result.rows
         # A claim whose scan ran out behind keys it filled claims again at once: the

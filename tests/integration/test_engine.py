@@ -739,6 +739,29 @@ async def test_a_cancel_that_overtakes_the_claim_reply_still_cancels_the_job(
     assert (await row(pool, res.job.id))["state"] == "cancelled"
 
 
+async def test_a_job_retried_soon_after_a_cancel_elsewhere_runs(
+    pool: asyncpg.Pool, make_client: ClientFactory, rec: Recorder
+) -> None:
+    # A worker of the queue hears the cancel of a job running in another process; the
+    # job ends cancelled there and is retried at once. The cancel was not for a claim
+    # of this worker's: when it claims the retried job, the job must run.
+    other = make_client()
+    async with other:
+        sub = other.subscribe()
+        res = await other.insert(Gate(name="elsewhere"))
+        await asyncio.wait_for(rec.started["elsewhere"].wait(), 10)
+        me = make_client()
+        await me.start()
+        assert (await me.cancel(res.job.id)).state == "running"  # it runs in `other`
+        assert (await next_event(sub, res.job.id)).state == "cancelled"
+    rec.release["elsewhere"].set()
+    mine = me.subscribe()
+    assert (await me.retry(res.job.id)).state == "available"
+    assert (await next_event(mine, res.job.id)).state == "completed"
+    assert rec.calls[res.job.id] == 2
+    await me.stop()
+
+
 def test_early_cancels_are_forgotten_after_their_ttl_and_bounded() -> None:
     from pyriver_async._producer import RecentIds
 
