@@ -90,6 +90,9 @@ class Completer:
         self._episode: _Episode | None = None
         # Outcomes of rows another transaction holds, written on the side (see _hold).
         self._held: list[Outcome] = []
+        # Which of them are put-backs (by id(); see _write_fallback): a refusal of one
+        # ends there (the rescuer's backstop); it is not a refused outcome to put back.
+        self._held_put_backs: set[int] = set()
         self._held_task: asyncio.Task[None] | None = None
         self._retry_now = asyncio.Event()
         #: Called when writes succeed again after failing (producers claim again).
@@ -180,12 +183,14 @@ class Completer:
             self.flushes += 1
             self._report(written)
 
-    def _hold(self, outcome: Outcome) -> None:
+    def _hold(self, outcome: Outcome, *, put_back: bool = False) -> None:
         """Write ``outcome`` on the side, retried with backoff, while its row is held
         by another transaction (a caller's that cancelled or upserted it and has not
         committed yet), or while putting a refused outcome's job back fails: the
         outcomes after it are written meanwhile, and claims go on."""
         self._held.append(outcome)
+        if put_back:
+            self._held_put_backs.add(id(outcome))
         if self._held_task is None or self._held_task.done():
             self._held_task = asyncio.create_task(self._write_held(), name="pyriver-held")
 
@@ -202,16 +207,26 @@ class Completer:
                 except (DatabaseError, MigrationError) as exc:
                     if not _row_level(exc):
                         continue
-                    self._held.remove(o)
-                    await self._refused([o], exc, written)
+                    if self._unhold(o):
+                        _given_up(o, exc)  # a put-back: not put back in turn
+                    else:
+                        await self._refused([o], exc, written)
                 except Exception:
                     log.exception("writing job %d's outcome failed unexpectedly", o.job_id)
                     continue
                 else:
-                    self._held.remove(o)
+                    self._unhold(o)
             self._report(written)
             if not self._held and not self._pending:
                 self._idle.set()
+
+    def _unhold(self, outcome: Outcome) -> bool:
+        """Take ``outcome`` out of the held ones; whether it was a put-back."""
+        self._held.remove(outcome)
+        if id(outcome) in self._held_put_backs:
+            self._held_put_backs.discard(id(outcome))
+            return True
+        return False
 
     def _report(self, written: list[Outcome]) -> None:
         """Hand what the database took to hooks, events and waiters (never a stale
@@ -365,13 +380,7 @@ class Completer:
         try:
             await self._write_fallback(fallback, written)
         except (DatabaseError, MigrationError) as again:
-            log.error(
-                "job %d: not even putting it back can be written (%s); it stays running "
-                "until the rescuer takes it (rescue_stuck_jobs_after)",
-                o.job_id,
-                again,
-                extra=_fields(o),
-            )
+            _given_up(fallback, again)
 
     async def _write_fallback(self, fallback: Outcome, written: list[Outcome]) -> None:
         """Write ``fallback`` (a refused outcome's job put back). Transient failures are
@@ -394,7 +403,7 @@ class Completer:
                     exc,
                     extra=_fields(fallback),
                 )
-                self._hold(fallback)
+                self._hold(fallback, put_back=True)
                 return
             except Exception:
                 log.exception(
@@ -402,7 +411,7 @@ class Completer:
                     fallback.job_id,
                     extra=_fields(fallback),
                 )
-                self._hold(fallback)
+                self._hold(fallback, put_back=True)
                 return
             self._recovered()
             _took(written, [fallback], states)
@@ -454,6 +463,16 @@ def _took(written: list[Outcome], outcomes: Sequence[Outcome], states: dict[int,
         if state is not None:
             o.state = state
             written.append(o)
+
+
+def _given_up(put_back: Outcome, exc: BaseException) -> None:
+    log.error(
+        "job %d: not even putting it back can be written (%s); it stays running "
+        "until the rescuer takes it (rescue_stuck_jobs_after)",
+        put_back.job_id,
+        exc,
+        extra=_fields(put_back),
+    )
 
 
 def _fields(o: Outcome) -> dict[str, object]:

@@ -175,6 +175,63 @@ async def test_a_put_back_that_fails_unexpectedly_is_kept_and_written_later(
         await pool.execute("ALTER TABLE river_job DROP CONSTRAINT no_refused_completion")
 
 
+async def test_a_held_put_back_the_database_then_refuses_is_not_put_back_again(
+    pool: asyncpg.Pool,
+    client: Client,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The outcome is refused, writing its put-back fails unexpectedly (it is held and
+    # retried), and the retry meets a refusal of that row: the put-back is given up for
+    # the rescuer, as when it is refused at once. It must not be taken for a refused
+    # outcome in turn and put back again (a second put-back hiding the first refusal).
+    await pool.execute(
+        "ALTER TABLE river_job ADD CONSTRAINT no_refused_completion "
+        "CHECK (state <> 'completed' OR kind <> 'outcome_refused')"
+    )
+    try:
+        completer = client._completer
+        assert completer is not None
+        executor = completer._executor
+        real = executor.job_set_outcome_many
+        broke: list[int] = []
+
+        async def once_broken(outcomes: Any) -> Any:
+            if not broke and len(outcomes) == 1 and outcomes[0].state == "retryable":
+                broke.append(outcomes[0].job_id)
+                # From now on the database refuses the put-back's row too.
+                await pool.execute(
+                    "ALTER TABLE river_job ADD CONSTRAINT no_refused_retry "
+                    "CHECK (state <> 'retryable' OR kind <> 'outcome_refused')"
+                )
+                raise RuntimeError("a value the driver cannot send")
+            return await real(outcomes)
+
+        class Breaks:  # the driver's executor, with that one method wrapped
+            job_set_outcome_many = staticmethod(once_broken)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(executor, name)
+
+        monkeypatch.setattr(completer, "_executor", Breaks())
+        bad = await client.insert(Refused(), InsertOpts(max_attempts=3))
+
+        def given_up() -> bool:
+            return any("not even putting it back" in r.getMessage() for r in caplog.records)
+
+        await eventually(given_up, timeout=15)
+        assert broke == [bad.job.id]
+        await completer.wait_idle()
+        assert completer.put_back == 1
+        assert not any(
+            "its outcome 'retryable' cannot be written" in r.getMessage() for r in caplog.records
+        ), [r.getMessage() for r in caplog.records]
+        assert (await _row(pool, bad.job.id))["state"] == "running"  # the rescuer's now
+    finally:
+        await pool.execute("ALTER TABLE river_job DROP CONSTRAINT IF EXISTS no_refused_retry")
+        await pool.execute("ALTER TABLE river_job DROP CONSTRAINT no_refused_completion")
+
+
 @pytest.mark.parametrize(
     ("what", "name"), [("system_exit", "SystemExit"), ("keyboard_interrupt", "KeyboardInterrupt")]
 )
