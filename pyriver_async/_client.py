@@ -1016,16 +1016,22 @@ class Client:
             p.close()
         if self._executor is not None:
             self._executor.close()
+        # The final phase (the last outcomes, then the async hooks they fired) shares
+        # one budget, so stop() keeps README's bound: soft_stop_timeout, then
+        # hard_stop_timeout, then at most max(hard_stop_timeout, 5 s).
+        final = max(cfg.hard_stop_timeout, 5.0)
+        final_ends = time.monotonic() + final
         if self._completer is not None:
             try:
-                await asyncio.wait_for(self._completer.stop(), max(cfg.hard_stop_timeout, 5.0))
+                await asyncio.wait_for(self._completer.stop(), final)
             except TimeoutError:
                 log.error(
                     "could not write %d job outcomes before shutdown; those jobs will be rescued",
                     self._completer.backlog,
                 )
                 self._completer.abort()
-        await self._lifecycle.stop(cfg.hard_stop_timeout)
+        left = max(0.0, final_ends - time.monotonic())
+        await self._lifecycle.stop(min(2 * cfg.hard_stop_timeout, left))
         if self._telemetry is not None:
             self._telemetry.forget_client(self)
         if self._maintenance is not None:

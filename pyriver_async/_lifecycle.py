@@ -130,25 +130,26 @@ class Lifecycle:
         self._tasks.pop(task, None)
 
     async def stop(self, timeout: float) -> None:
-        """Let async hooks still running finish (up to ``timeout``), then cancel them and
-        wait for them to end (up to ``timeout`` again). A hook still running after that
+        """Let async hooks still running finish (up to half of ``timeout``), then cancel
+        them and wait for them to end (the other half). A hook still running after that
         (it ignores cancellation) is logged by name and abandoned, so that shutdown
         never waits on it. The outcomes the hooks were called for are written already:
         abandoning a hook loses nothing but the hook's own work."""
         if not self._tasks:
             return
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        half = timeout / 2
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=half)
         if not pending:
             return
         log.warning(
             "%d async hooks still running %.1fs into shutdown; cancelling them: %s",
             len(pending),
-            timeout,
+            half,
             ", ".join(sorted(self._tasks.get(t, t.get_name()) for t in pending)),
         )
         for t in pending:
             t.cancel()
-        _done, stuck = await asyncio.wait(pending, timeout=timeout)
+        _done, stuck = await asyncio.wait(pending, timeout=half)
         for t in stuck:
             log.error(
                 "async hook %s ignores cancellation; shutdown abandons it still running",
