@@ -217,7 +217,7 @@ class Completer:
                 else:
                     self._unhold(o)
             self._report(written)
-            if not self._held and not self._pending:
+            if not self._held and not self._pending and not self._inflight:
                 self._idle.set()
 
     def _unhold(self, outcome: Outcome) -> bool:
