@@ -413,8 +413,7 @@ class Client:
             return await insert_one(
                 insert_executor_for(conn, self._driver.queries), args, opts, chain
             )
-        async with self._driver.spare() as ex:
-            return await insert_one(ex, args, opts, chain)
+        return await insert_one(await self._driver.spare(), args, opts, chain)
 
     async def insert_many(
         self,

@@ -17,13 +17,36 @@ from .queries import Queries
 __all__ = ["executor_for", "insert_executor_for", "sync_insert_executor_for"]
 
 
+_CONNECTION, _POOL, _OTHER = 1, 2, 0
+# What each type passed as conn= is to asyncpg, found once per type: isinstance against
+# asyncpg's classes (ABCs among them) cost ~5 us an insert on the conn= path.
+_asyncpg_kinds: dict[type, int] = {}
+
+
+def _asyncpg_kind(conn: object) -> int:
+    kind = _asyncpg_kinds.get(type(conn))
+    if kind is None:
+        from .asyncpg import is_asyncpg_connection, is_asyncpg_pool
+
+        if is_asyncpg_connection(conn):
+            kind = _CONNECTION
+        elif is_asyncpg_pool(conn):
+            kind = _POOL
+        else:
+            kind = _OTHER
+        if len(_asyncpg_kinds) < 256:  # types, not objects: a handful in practice
+            _asyncpg_kinds[type(conn)] = kind
+    return kind
+
+
 def executor_for(conn: Any, queries: Queries) -> Executor:
     """A full executor on the caller's asyncpg connection or pool (control, queries)."""
-    from .asyncpg import AsyncpgExecutor, is_asyncpg_connection, is_asyncpg_pool
+    from .asyncpg import AsyncpgExecutor
 
-    if is_asyncpg_connection(conn):
+    kind = _asyncpg_kind(conn)
+    if kind == _CONNECTION:
         return AsyncpgExecutor(queries, conn=conn)
-    if is_asyncpg_pool(conn):
+    if kind == _POOL:
         return AsyncpgExecutor(queries, pool=conn)
     raise ConfigError(
         "conn= of this call takes an asyncpg connection or pool; got "
@@ -62,9 +85,7 @@ def insert_executor_for(conn: Any, queries: Queries) -> InsertExecutor:
     """The executor that inserts on ``conn`` (inside its transaction, when it has one)
     for ``client.insert``: asyncpg, psycopg ``AsyncConnection``, SQLAlchemy
     ``AsyncSession`` / ``AsyncConnection``."""
-    from .asyncpg import is_asyncpg_connection, is_asyncpg_pool
-
-    if is_asyncpg_connection(conn) or is_asyncpg_pool(conn):
+    if _asyncpg_kind(conn) != _OTHER:
         return executor_for(conn, queries)
     ex = _library_executor(conn, queries, sync=False)
     if ex is not None:

@@ -45,3 +45,28 @@ async def test_owned_pool_inserts_concurrently_and_closes_every_connection(
         await asyncio.sleep(0.05)
     count = await pool.fetchval("SELECT count(*) FROM river_job WHERE kind = 'pool_item'")
     assert count in (201, 202)  # the cancelled one may or may not have committed
+
+
+async def test_a_closed_client_inserts_and_works_again_on_a_new_pool(
+    db: str, pool: asyncpg.Pool
+) -> None:
+    # close() closes the pool the client made; the next use makes a new one. The
+    # connection kept between inserts belonged to the old pool and must not be reused.
+    from pyriver_async import Job, JobContext, QueueConfig, Workers
+
+    worked: list[int] = []
+    workers = Workers()
+
+    @workers.register(Item)
+    async def work(ctx: JobContext, job: Job[Item]) -> None:
+        worked.append(job.args.n)
+
+    client = Client(db, workers=workers, queues={"default": QueueConfig(max_workers=5)})
+    for round_ in range(2):
+        first = await client.insert(Item(n=round_))
+        async with client:
+            more = await client.insert_many([Item(n=10 + round_)])
+            waited = [await client.wait(r.job.id, timeout=10) for r in (first, *more)]
+            assert [j.state for j in waited] == ["completed", "completed"]
+        await client.close()
+    assert sorted(worked) == [0, 1, 10, 11]

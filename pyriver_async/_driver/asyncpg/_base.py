@@ -48,7 +48,16 @@ class Lease:
     a connection; only one is kept.
     """
 
-    __slots__ = ("_closed", "_conn", "_handle", "_linger", "_pool", "_releasing", "_timeout")
+    __slots__ = (
+        "_closed",
+        "_conn",
+        "_handle",
+        "_last",
+        "_linger",
+        "_pool",
+        "_releasing",
+        "_timeout",
+    )
 
     def __init__(self, pool: asyncpg.Pool, *, linger: float, timeout: float | None) -> None:
         self._pool = pool
@@ -56,14 +65,12 @@ class Lease:
         self._timeout = timeout
         self._conn: Conn | None = None
         self._handle: asyncio.TimerHandle | None = None
+        self._last = 0.0
         self._releasing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def take(self) -> Conn:
         self._closed = False  # used again after close(): a client started again
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             return conn
@@ -72,23 +79,33 @@ class Lease:
         return await acquire(self._pool, self._timeout)
 
     def keep(self, conn: Conn) -> None:
-        """After a call that went well: keep ``conn`` for the next one."""
+        """After a call that went well: keep ``conn`` for the next one.
+
+        One timer per lease, not one per call: it fires ``linger`` after it was set,
+        and sets itself again when calls came meanwhile (``_last``)."""
         if self._conn is not None or self._closed:  # one kept is enough; or closing
             self._release_soon(conn)
             return
         self._conn = conn
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = asyncio.get_running_loop().call_later(self._linger, self._expire)
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        if self._handle is None:
+            self._handle = loop.call_at(self._last + self._linger, self._expire)
 
     async def give_back(self, conn: Conn) -> None:
         await self._pool.release(conn)
 
     def _expire(self) -> None:
         self._handle = None
+        if self._conn is None:
+            return  # in use: the call that has it keeps it again and sets the timer
+        due = self._last + self._linger
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:  # kept again since the timer was set
+            self._handle = loop.call_at(due, self._expire)
+            return
         conn, self._conn = self._conn, None
-        if conn is not None:
-            self._release_soon(conn)
+        self._release_soon(conn)
 
     def _release_soon(self, conn: Conn) -> None:
         task = asyncio.get_running_loop().create_task(self._pool.release(conn))
@@ -243,6 +260,18 @@ class Base:
             conn = self._conn
             if conn is not None:  # bound: no context manager on the hot path (~2 us)
                 return await getattr(conn, method)(q.sql, *args, timeout=timeout or self._timeout)
+            lease = self._lease
+            if lease is not None:  # what _connection() does, inline: the insert's path
+                conn = await lease.take()
+                try:
+                    result = await getattr(conn, method)(
+                        q.sql, *args, timeout=timeout or self._timeout
+                    )
+                except BaseException:
+                    await lease.give_back(conn)
+                    raise
+                lease.keep(conn)
+                return result
             async with self._connection() as conn:
                 run = getattr(conn, method)
                 return await run(q.sql, *args, timeout=timeout or self._timeout)
