@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -93,15 +94,23 @@ async def _row(pool: asyncpg.Pool, job_id: int) -> asyncpg.Record:
     return rec
 
 
-async def test_an_outcome_the_database_refuses_puts_its_job_back_at_once(
-    pool: asyncpg.Pool, client: Client, caplog: pytest.LogCaptureFixture
-) -> None:
-    # A row-level refusal of exactly one outcome: completing this kind breaks a check.
+@contextlib.asynccontextmanager
+async def refused_completions(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """A row-level refusal of exactly one kind's outcome: completing it breaks a check."""
     await pool.execute(
         "ALTER TABLE river_job ADD CONSTRAINT no_refused_completion "
         "CHECK (state <> 'completed' OR kind <> 'outcome_refused')"
     )
     try:
+        yield
+    finally:
+        await pool.execute("ALTER TABLE river_job DROP CONSTRAINT no_refused_completion")
+
+
+async def test_an_outcome_the_database_refuses_puts_its_job_back_at_once(
+    pool: asyncpg.Pool, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with refused_completions(pool):
         sub = client.subscribe()
         fine = [await client.insert(Fine(n=i)) for i in range(5)]
         bad = await client.insert(Refused(), InsertOpts(max_attempts=3))
@@ -122,8 +131,6 @@ async def test_an_outcome_the_database_refuses_puts_its_job_back_at_once(
             and "put back as retryable" in r.getMessage()
             for r in caplog.records
         )
-    finally:
-        await pool.execute("ALTER TABLE river_job DROP CONSTRAINT no_refused_completion")
 
 
 async def test_a_put_back_that_fails_unexpectedly_is_kept_and_written_later(
@@ -135,11 +142,7 @@ async def test_a_put_back_that_fails_unexpectedly_is_kept_and_written_later(
     # The outcome is refused (a row-level error), and then writing its put-back meets an
     # error nobody foresaw (a bug, a value the driver cannot send): the job must not stay
     # ``running`` for the rescuer's hour, and the completer must go on writing others.
-    await pool.execute(
-        "ALTER TABLE river_job ADD CONSTRAINT no_refused_completion "
-        "CHECK (state <> 'completed' OR kind <> 'outcome_refused')"
-    )
-    try:
+    async with refused_completions(pool):
         completer = client._completer
         assert completer is not None
         executor = completer._executor
@@ -171,8 +174,6 @@ async def test_a_put_back_that_fails_unexpectedly_is_kept_and_written_later(
         after = await client.insert(Fine(n=1))
         assert (await next_event(sub, after.job.id)).state == "completed"
         assert any("putting it back failed unexpectedly" in r.getMessage() for r in caplog.records)
-    finally:
-        await pool.execute("ALTER TABLE river_job DROP CONSTRAINT no_refused_completion")
 
 
 async def test_a_held_put_back_the_database_then_refuses_is_not_put_back_again(
