@@ -70,3 +70,26 @@ async def test_a_closed_client_inserts_and_works_again_on_a_new_pool(
             assert [j.state for j in waited] == ["completed", "completed"]
         await client.close()
     assert sorted(worked) == [0, 1, 10, 11]
+
+
+async def test_restarting_a_client_on_the_application_pool_keeps_no_old_leases(
+    pool: asyncpg.Pool,
+) -> None:
+    # Each start gives the producer and the completer a lease on the pool; the ones a
+    # stopped engine used must not pile up in the client across restarts.
+    from pyriver_async import Job, JobContext, QueueConfig, Workers
+
+    workers = Workers()
+
+    @workers.register(Item)
+    async def work(ctx: JobContext, job: Job[Item]) -> None:
+        return None
+
+    client = Client(pool, workers=workers, queues={"default": QueueConfig(max_workers=2)})
+    await client.insert(Item(n=0))
+    sizes = []
+    for _ in range(4):
+        async with client:
+            await client.insert(Item(n=1))
+        sizes.append(len(client._driver._leases))
+    assert sizes == [sizes[0]] * 4 and sizes[0] <= 1, sizes

@@ -277,6 +277,9 @@ class AsyncpgDriver:
             with contextlib.suppress(Exception):
                 await task
         await self.release_spares()
+        # The engine's leases end with the engine (a new start makes new ones); the
+        # inserts' lease serves the next insert on the application's pool.
+        self._leases = [x for x in self._leases if x is self._insert_lease]
         if self.owns_pool and self._pool is not None:
             pool, self._pool = self._pool, None
             # Leases hold this pool: the next open() makes a new one, and new leases.
