@@ -102,8 +102,10 @@ async def _queue_stats(ui: UIApp, ctx: Ctx) -> list[QueueStats]:
 
 async def _throughput(ui: UIApp, ctx: Ctx, span: timedelta, step: int) -> list[Bar]:
     """Bars of ``step`` minutes over ``span``: from the sampler's minutes when it runs
-    (backfilled once from the index), else straight from the index."""
-    if ui.sampler.running and ui.sampler.started_at is not None:
+    and has sampled once (backfilled once from the index), else straight from the
+    index. Before its first sample the sampler knows nothing of the seconds just
+    before it started (the backfill stops short of them to let their jobs commit)."""
+    if ui.sampler.running and ui.sampler.started_at is not None and ui.sampler.ticks > 0:
         await ui.sampler.backfill(span)
         minutes = ui.sampler.window(span)
         bars = []
