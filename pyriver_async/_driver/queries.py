@@ -113,7 +113,14 @@ def _load() -> dict[str, str]:
             lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
             out[name] = "\n".join(lines).strip().rstrip(";")
     for name, text in list(out.items()):
-        out[name] = _FRAGMENT_RE.sub(lambda m: out[m.group(1)], text)
+        # Fragments may hold fragments: substitute until none is left (a few rounds).
+        for _ in range(8):
+            text, n = _FRAGMENT_RE.subn(lambda m: out[m.group(1)], text)
+            if not n:
+                break
+        else:
+            raise RuntimeError(f"query {name!r}: fragments nest too deep (a cycle?)")
+        out[name] = text
     return out
 
 

@@ -88,16 +88,20 @@ class FlowQueries(Base):
         default_weight: int,
         keyed: KeyedCandidates | None = None,
     ) -> FlowClaimed:
+        # What every flow statement takes: its gate, the queue, the claim's size.
+        common: dict[str, Any] = {
+            "gate": gate,
+            "queue": queue,
+            "limit": limit,
+            "client_id": client_id,
+            "kinds": list(kinds) if kinds is not None else None,
+            "done": list(done),
+        }
         capped = _capped_only(rules, fair_rule, sequences, keyed)
         if capped is not None:
             q = self._queries.flow_claim_capped
             args = q.bind(
-                gate=gate,
-                queue=queue,
-                limit=limit,
-                client_id=client_id,
-                kinds=list(kinds) if kinds is not None else None,
-                done=list(done),
+                **common,
                 cap=capped,
             )
             return await self._run_flow_claim(q, args, gate)
@@ -106,12 +110,7 @@ class FlowQueries(Base):
             i, cap = part
             q = self._queries.flow_claim_partitioned
             args = q.bind(
-                gate=gate,
-                queue=queue,
-                limit=limit,
-                client_id=client_id,
-                kinds=list(kinds) if kinds is not None else None,
-                done=list(done),
+                **common,
                 window=window,
                 cap=cap,
                 part_cap=rules.cap[i],
@@ -130,12 +129,7 @@ class FlowQueries(Base):
             rows = await self._fetch(c, c.bind(queue=queue, kinds=list(keyed.kinds), window=window))
             fk, forced = keyed.compute(rows)
         args = q.bind(
-            gate=gate,
-            queue=queue,
-            limit=limit,
-            client_id=client_id,
-            kinds=list(kinds) if kinds is not None else None,
-            done=list(done),
+            **common,
             window=window,
             sequences=sequences,
             **_rule_params(rules),

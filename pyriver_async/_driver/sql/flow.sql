@@ -268,11 +268,7 @@ claimed AS (
     SET state = 'running',
         attempt = j.attempt + 1,
         attempted_at = (SELECT now FROM fresh),
-        attempted_by = CASE
-            WHEN coalesce(array_length(j.attempted_by, 1), 0) >= 100
-                THEN array_append(j.attempted_by[2:], @client_id::text)
-            ELSE array_append(j.attempted_by, @client_id::text)
-        END,
+        attempted_by = {_attempted_by_appended},
         metadata = CASE WHEN @fk::jsonb ? j.id::text
             THEN j.metadata || jsonb_build_object('pyriver:flow_key', @fk::jsonb -> j.id::text)
             ELSE j.metadata END
@@ -349,11 +345,7 @@ claimed AS (
     SET state = 'running',
         attempt = j.attempt + 1,
         attempted_at = (SELECT now FROM fresh),
-        attempted_by = CASE
-            WHEN coalesce(array_length(j.attempted_by, 1), 0) >= 100
-                THEN array_append(j.attempted_by[2:], @client_id::text)
-            ELSE array_append(j.attempted_by, @client_id::text)
-        END
+        attempted_by = {_attempted_by_appended}
     WHERE j.id = ANY(ARRAY(
         SELECT id
         FROM {schema}.river_job
@@ -450,11 +442,7 @@ claimed AS (
     SET state = 'running',
         attempt = j.attempt + 1,
         attempted_at = (SELECT now FROM fresh),
-        attempted_by = CASE
-            WHEN coalesce(array_length(j.attempted_by, 1), 0) >= 100
-                THEN array_append(j.attempted_by[2:], @client_id::text)
-            ELSE array_append(j.attempted_by, @client_id::text)
-        END
+        attempted_by = {_attempted_by_appended}
     WHERE j.id = ANY(ARRAY(
         SELECT l.id
         FROM {schema}.river_job AS l

@@ -138,11 +138,7 @@ UPDATE {schema}.river_job AS j
 SET state = 'running',
     attempt = j.attempt + 1,
     attempted_at = now(),
-    attempted_by = CASE
-        WHEN coalesce(array_length(j.attempted_by, 1), 0) >= 100
-            THEN array_append(j.attempted_by[2:], @client_id::text)
-        ELSE array_append(j.attempted_by, @client_id::text)
-    END
+    attempted_by = {_attempted_by_appended}
 WHERE j.id = ANY(ARRAY(
     SELECT id
     FROM {schema}.river_job
@@ -567,3 +563,12 @@ WHERE id = ANY(ARRAY(
                     AND existing.state IN ('available', 'scheduled', 'retryable')
                     AND EXCLUDED.priority < existing.priority
                 THEN EXCLUDED.priority ELSE existing.priority END
+
+-- name: _attempted_by_appended
+-- A claim's new attempted_by: the claiming client appended, the oldest entry dropped
+-- past 100 (River's rule, so the array never grows without bound).
+CASE
+    WHEN coalesce(array_length(j.attempted_by, 1), 0) >= 100
+        THEN array_append(j.attempted_by[2:], @client_id::text)
+    ELSE array_append(j.attempted_by, @client_id::text)
+END
